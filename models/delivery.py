@@ -1,0 +1,124 @@
+"""A delivery is one job on its way to one vendor; attempts are its history."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import Enum as SAEnum
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, UTCDateTime, new_id, utcnow
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for its next attempt (next_attempt_at)
+    DELIVERING = "delivering"  # claimed by a worker until lease_expires_at
+    DELIVERED = "delivered"
+    DEAD = "dead"  # dead-lettered: `reason` says why; can be replayed
+    SUPPRESSED = "suppressed"  # a vendor rule says it must not be sent (e.g. vtcdn email opens)
+
+
+TERMINAL_STATUSES = (DeliveryStatus.DELIVERED, DeliveryStatus.DEAD, DeliveryStatus.SUPPRESSED)
+
+
+class Lane(enum.StrEnum):
+    """Which queue a delivery's next message goes to: fresh work never waits behind retries."""
+
+    FRESH = "fresh"
+    RETRY = "retry"
+
+
+class AttemptOutcome(enum.StrEnum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    DEAD = "dead"
+    LOST = "lost"  # the worker vanished while holding the lease
+    PARKED = "parked"  # credentials rejected; the attempt is not counted against the job
+
+
+def _enum(cls: type[enum.Enum], name: str) -> SAEnum:
+    # Stored as plain strings (no native PG enum): adding a state is then a code change only.
+    return SAEnum(cls, name=name, native_enum=False, length=16, values_callable=_values)
+
+
+def _values(cls: type[enum.Enum]) -> list[str]:
+    return [str(m.value) for m in cls]
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    vendor: Mapped[str] = mapped_column(String(64))
+    operation: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # The vendor's notion of "the user" (e.g. Botsi customerUserId), for ordering rules.
+    user_ref: Mapped[str | None] = mapped_column(String(255))
+    # Must wait until this delivery is delivered (Botsi: an event waits for its profile).
+    depends_on: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("deliveries.id", ondelete="SET NULL")
+    )
+
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.PENDING
+    )
+    lane: Mapped[Lane] = mapped_column(_enum(Lane, "delivery_lane"), default=Lane.FRESH)
+    # Attempts made so far, over the delivery's whole life (attempt numbers never repeat).
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The retry budget (max attempts, max age) counts from here: set on accept and on replay.
+    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    window_base_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When a message for it was last published; NULL means "publish me when due".
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    reason: Mapped[str | None] = mapped_column(Text)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    attempt_history: Mapped[list[Attempt]] = relationship(
+        back_populates="delivery",
+        lazy="raise",
+        order_by="Attempt.number",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    __table_args__ = (
+        # The scheduler's two scans: due pending work, and expired leases.
+        Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_deliveries_status_lease_expires_at", "status", "lease_expires_at"),
+        Index("ix_deliveries_vendor_status", "vendor", "status"),
+        Index("ix_deliveries_depends_on", "depends_on"),
+        Index("ix_deliveries_vendor_user_ref", "vendor", "user_ref"),
+    )
+
+
+class Attempt(Base):
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("deliveries.id", ondelete="CASCADE")
+    )
+    number: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[AttemptOutcome] = mapped_column(_enum(AttemptOutcome, "attempt_outcome"))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error_class: Mapped[str | None] = mapped_column(String(128))
+    # Redacted and truncated: never a secret, never more than a few hundred characters.
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+
+    delivery: Mapped[Delivery] = relationship(back_populates="attempt_history", lazy="raise")
+
+    __table_args__ = (Index("ix_delivery_attempts_delivery_id", "delivery_id", "number"),)

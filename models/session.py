@@ -1,0 +1,79 @@
+"""Engines and sessions, one engine per process.
+
+Pooled connections must never cross `fork()` (SQLAlchemy pooling docs): the engine remembers
+the pid that made it and a forked child builds its own. Celery's `worker_process_init` also
+calls `reset_engine()`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+_lock = threading.Lock()
+_engines: dict[str, tuple[int, Engine]] = {}
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _database_url() -> str:
+    from worker.config import get_settings
+
+    return get_settings().database_url
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine with the options eventrelay relies on."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets the worker read while a producer writes; foreign keys are off by default.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    # pre_ping: a PostgreSQL restart costs one failed checkout, not a dead worker.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_recycle=1800)
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The engine for `url` (default: EVENTRELAY_DATABASE_URL) in this process."""
+    url = url or _database_url()
+    pid = os.getpid()
+    with _lock:
+        entry = _engines.get(url)
+        if entry is None or entry[0] != pid:
+            if entry is not None:
+                # Inherited from the parent: drop its connections without closing the parent's.
+                entry[1].dispose(close=False)
+            entry = (pid, make_engine(url))
+            _engines[url] = entry
+        return entry[1]
+
+
+def reset_engine() -> None:
+    """Forget every engine (after fork, or when settings change in tests)."""
+    with _lock:
+        for pid, engine in _engines.values():
+            engine.dispose(close=pid == os.getpid())
+        _engines.clear()
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session in one transaction: committed on success, rolled back on error."""
+    factory = sessionmaker(get_engine(url), expire_on_commit=False)
+    with factory.begin() as session:
+        yield session

@@ -1,0 +1,345 @@
+"""Deliver one message's worth of deliveries: gate → claim → send → record.
+
+Plain functions, so the Celery task stays thin and this stays testable without a broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from billiard.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from models.base import utcnow
+from models.delivery import AttemptOutcome, DeliveryStatus, Lane
+from models.session import get_engine
+from worker import breaker, ratelimit
+from worker.config import Settings, get_settings
+from worker.delivery import Claimed, Outcome, Recorded, claim, defer, dependency_states, record
+from worker.errors import ConfigurationError
+from worker.logs import log_attempt
+from worker.redact import redact
+from worker.retry import RetryPolicy
+from worker.vendors import get_vendor
+from worker.vendors.base import SendResult, Vendor, Verdict, send
+
+log = logging.getLogger("eventrelay.worker")
+
+DEPENDENCY_WAIT_SECONDS = 30.0  # a fallback: dependents are woken as soon as the profile lands
+CONFIG_ERROR_WAIT_SECONDS = 60.0
+LIMITER_MAX_WAIT_SECONDS = 5.0
+CONSECUTIVE_FAILURES_TO_STOP = 3
+RECORD_RETRY_SECONDS = 60.0
+
+
+@dataclass
+class BatchSummary:
+    """What one task did; this is the task's result, shown by Flower."""
+
+    vendor: str
+    claimed: int = 0
+    delivered: int = 0
+    retry: int = 0
+    dead: int = 0
+    released: int = 0
+    deferred: int = 0
+    zombies: int = 0
+    woken: list[tuple[uuid.UUID, str, Lane]] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "woken" and (v or k == "vendor")}
+
+
+def process_batch(vendor_name: str, ids: Sequence[uuid.UUID]) -> BatchSummary:
+    """Claim and deliver `ids` of one vendor; every claimed delivery ends recorded."""
+    settings = get_settings()
+    vendor = get_vendor(vendor_name)
+    summary = BatchSummary(vendor=vendor_name)
+    engine = get_engine()
+    redis_url = settings.effective_redis_url
+
+    gate = breaker.check(vendor_name, redis_url) if redis_url else breaker.Gate(True)
+    if not gate.allowed:
+        until = utcnow() + timedelta(seconds=gate.wait_seconds + random.uniform(0, 1))
+        with engine.begin() as conn:
+            summary.deferred = defer(conn, vendor_name, ids, until)
+        return summary
+
+    with engine.begin() as conn:
+        claimed = claim(conn, vendor_name, ids[: settings.batch_size], settings.lease_seconds)
+        deps = dependency_states(conn, [c.depends_on for c in claimed if c.depends_on])
+    summary.claimed = len(claimed)
+    if not claimed:
+        return summary
+
+    outcomes: list[Outcome] = []
+    try:
+        ready = _apply_dependencies(claimed, deps, outcomes)
+        _send_all(vendor, ready, settings, redis_url, gate.probe, outcomes)
+    except SoftTimeLimitExceeded:
+        log.warning(
+            "batch for %s hit the soft time limit; releasing what was not sent", vendor_name
+        )
+    finally:
+        handled = {o.claimed.id for o in outcomes}
+        for c in claimed:
+            if c.id not in handled:
+                outcomes.append(Outcome(c, None, next_attempt_at=utcnow(), reason=None))
+        result = _record_with_retry(engine, vendor, outcomes)
+    return _summarise(summary, result)
+
+
+def _summarise(summary: BatchSummary, result: Recorded) -> BatchSummary:
+    for o in result.applied:
+        if o.kind is not None:
+            log_attempt(o)
+        _count(summary, o)
+    for o in result.zombies:
+        log.warning(
+            "delivery %s: lease was taken over by another worker; attempt %d result discarded",
+            o.claimed.id,
+            o.claimed.attempt,
+        )
+    summary.zombies = len(result.zombies)
+    summary.woken = result.woken
+    return summary
+
+
+@retry(
+    retry=retry_if_exception_type(DBAPIError),
+    wait=wait_exponential(multiplier=0.5, max=5),
+    stop=stop_after_delay(RECORD_RETRY_SECONDS),
+    reraise=True,
+)
+def _record_with_retry(engine: Engine, vendor: Vendor, outcomes: list[Outcome]) -> Recorded:
+    # The vendor has answered: losing this write would mean sending again. A database restart
+    # costs a few seconds of retrying here; past that the lease expiry takes over.
+    with engine.begin() as conn:
+        return record(
+            conn,
+            outcomes,
+            on_delivered=lambda c, o: vendor.on_delivered(
+                c, o.claimed.id, o.claimed.operation, o.response_json
+            ),
+        )
+
+
+def _count(summary: BatchSummary, o: Outcome) -> None:
+    if o.kind is AttemptOutcome.DELIVERED:
+        summary.delivered += 1
+    elif o.kind is AttemptOutcome.RETRY:
+        summary.retry += 1
+    elif o.kind is AttemptOutcome.DEAD:
+        summary.dead += 1
+    else:
+        summary.released += 1
+
+
+def _apply_dependencies(
+    claimed: Sequence[Claimed],
+    deps: dict[uuid.UUID, tuple[DeliveryStatus, str | None]],
+    outcomes: list[Outcome],
+) -> list[Claimed]:
+    """Deliveries whose prerequisite is not delivered yet wait; a dead one kills them."""
+    ready = []
+    for c in claimed:
+        state = deps.get(c.depends_on) if c.depends_on else None
+        if state is None or state[0] is DeliveryStatus.DELIVERED:
+            ready.append(c)
+        elif state[0] is DeliveryStatus.DEAD:
+            outcomes.append(
+                Outcome(
+                    c,
+                    AttemptOutcome.DEAD,
+                    error_class="DependencyDead",
+                    reason=f"the delivery it waits for ({c.depends_on}) is dead: {state[1]}",
+                )
+            )
+        else:
+            outcomes.append(
+                Outcome(
+                    c,
+                    None,
+                    next_attempt_at=utcnow() + timedelta(seconds=DEPENDENCY_WAIT_SECONDS),
+                    reason=f"waiting for delivery {c.depends_on} to be delivered first",
+                )
+            )
+    return ready
+
+
+def _groups(vendor: Vendor, claimed: Sequence[Claimed]) -> list[list[Claimed]]:
+    """Requests to make: batchable operations share one request, the rest go one by one."""
+    groups: list[list[Claimed]] = []
+    batches: dict[str, list[Claimed]] = {}
+    for c in claimed:
+        size = vendor.batch_sizes.get(c.operation, 1)
+        if size <= 1:
+            groups.append([c])
+            continue
+        current = batches.setdefault(c.operation, [])
+        current.append(c)
+        if len(current) >= size:
+            groups.append(current)
+            batches[c.operation] = []
+    groups.extend(g for g in batches.values() if g)
+    return groups
+
+
+def _send_all(
+    vendor: Vendor,
+    claimed: Sequence[Claimed],
+    settings: Settings,
+    redis_url: str | None,
+    probe_only: bool,
+    outcomes: list[Outcome],
+) -> None:
+    policy = RetryPolicy.for_vendor(vendor, settings)
+    pending = _groups(vendor, claimed)
+    failures_in_a_row = 0
+    while pending:
+        group = pending.pop(0)
+        try:
+            request = vendor.build_request(group[0].operation, [c.payload for c in group])
+        except ConfigurationError as exc:
+            log.error("%s: %s; its deliveries wait", vendor.name, exc)
+            _release(
+                group + [c for g in pending for c in g],
+                outcomes,
+                CONFIG_ERROR_WAIT_SECONDS,
+                str(exc),
+            )
+            return
+        except Exception as exc:  # an adapter bug on one job must not stop the others
+            log.exception("%s adapter failed to build a request", vendor.name)
+            failed = SendResult(
+                Verdict.RETRY,
+                None,
+                0,
+                error_class=type(exc).__name__,
+                reason=f"adapter error {type(exc).__name__}: {redact(str(exc), 200)}",
+            )
+            for c in group:
+                outcomes.append(_outcome(c, AttemptOutcome.RETRY, failed, utcnow(), policy))
+            continue
+        rate = vendor.settings.rate_limit
+        if (
+            rate
+            and redis_url
+            and not ratelimit.acquire(vendor.name, rate, LIMITER_MAX_WAIT_SECONDS, redis_url)
+        ):
+            _release(group + [c for g in pending for c in g], outcomes, 1.0, "rate limit: waiting")
+            return
+        started = utcnow()
+        try:
+            result = send(
+                vendor,
+                request,
+                connect_timeout=settings.connect_timeout_seconds,
+                read_timeout=settings.read_timeout_seconds,
+                max_response_bytes=settings.max_response_bytes,
+            )
+        except Exception as exc:  # an adapter bug: retried, then dead with its summary
+            log.exception("%s adapter raised while handling a response", vendor.name)
+            result = SendResult(
+                Verdict.RETRY,
+                None,
+                0,
+                error_class=type(exc).__name__,
+                reason=f"adapter error {type(exc).__name__}: {redact(str(exc), 200)}",
+            )
+        if len(group) > 1 and result.verdict is Verdict.DEAD:
+            # The vendor refused the array: find the bad element by sending each on its own.
+            pending = [[c] for c in group] + pending
+            continue
+        _track_vendor_health(vendor.name, result, redis_url)
+        if result.verdict is Verdict.CREDENTIALS:
+            reason = result.reason or "credentials rejected"
+            if redis_url:
+                breaker.park(vendor.name, reason, redis_url)
+            log.error(
+                "%s: vendor parked: %s. Fix %s's credentials, then run "
+                "`eventrelay vendors resume %s`",
+                vendor.name,
+                reason,
+                vendor.name,
+                vendor.name,
+            )
+            for c in group:
+                outcomes.append(_outcome(c, AttemptOutcome.PARKED, result, started, policy))
+            _release(
+                [c for g in pending for c in g], outcomes, breaker.PARKED_RECHECK_SECONDS, reason
+            )
+            return
+        for c in group:
+            outcomes.append(_outcome(c, _kind(result), result, started, policy))
+        failures_in_a_row = failures_in_a_row + 1 if result.verdict is Verdict.RETRY else 0
+        if pending and (probe_only or failures_in_a_row >= CONSECUTIVE_FAILURES_TO_STOP):
+            # A vendor failing in a row (or a half-open probe) must not hold the batch hostage.
+            _release([c for g in pending for c in g], outcomes, 1.0, None)
+            return
+
+
+def _kind(result: SendResult) -> AttemptOutcome:
+    return {
+        Verdict.DELIVERED: AttemptOutcome.DELIVERED,
+        Verdict.RETRY: AttemptOutcome.RETRY,
+        Verdict.DEAD: AttemptOutcome.DEAD,
+    }[result.verdict]
+
+
+def _track_vendor_health(vendor: str, result: SendResult, redis_url: str | None) -> None:
+    if not redis_url:
+        return
+    if result.verdict is Verdict.RETRY:
+        if result.status_code == 429:
+            ratelimit.back_off(vendor, result.retry_after_seconds, redis_url)
+        elif breaker.record_failure(vendor, redis_url):
+            log.warning("%s: circuit opened after repeated failures", vendor)
+    elif result.verdict is Verdict.DELIVERED or result.status_code is not None:
+        # Any answer that is not a retryable failure shows the vendor is up.
+        breaker.record_success(vendor, redis_url)
+
+
+def _outcome(
+    c: Claimed, kind: AttemptOutcome, result: SendResult, started: Any, policy: RetryPolicy
+) -> Outcome:
+    o = Outcome(
+        c,
+        kind,
+        reason=result.reason,
+        status_code=result.status_code,
+        duration_ms=result.duration_ms,
+        error_class=result.error_class,
+        excerpt=result.excerpt,
+        started_at=started,
+        response_json=result.response_json,
+    )
+    if kind is AttemptOutcome.PARKED:
+        o.kind = AttemptOutcome.PARKED
+        o.next_attempt_at = utcnow() + timedelta(seconds=breaker.PARKED_RECHECK_SECONDS)
+    elif kind is AttemptOutcome.RETRY:
+        delay = policy.delay_seconds(c.attempt_in_window, result.retry_after_seconds)
+        next_at = utcnow() + timedelta(seconds=delay)
+        give_up = policy.give_up_reason(c.attempt_in_window, c.window_started_at, next_at)
+        if give_up:
+            o.kind = AttemptOutcome.DEAD
+            o.reason = f"{give_up}; last error: {result.reason}"
+        else:
+            o.next_attempt_at = next_at
+    return o
+
+
+def _release(
+    claimed: Sequence[Claimed], outcomes: list[Outcome], wait_seconds: float, reason: str | None
+) -> None:
+    until = utcnow() + timedelta(seconds=wait_seconds)
+    for c in claimed:
+        outcomes.append(Outcome(c, None, next_attempt_at=until, reason=reason))

@@ -1,0 +1,104 @@
+"""Per-vendor circuit breaker and parking, shared by the fleet through Redis.
+
+Breaker: after FAILURE_THRESHOLD retryable failures in a row the vendor is open for
+OPEN_SECONDS: its deliveries wait without spending attempts. Then one probe request is let
+through (half-open); success closes the breaker, failure opens it again.
+
+Parking: a 401 means our key is wrong for every job, so the vendor is parked until an operator
+runs `eventrelay vendors resume NAME` (after fixing the key).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from worker.redis_client import get_redis
+
+FAILURE_THRESHOLD = 5
+OPEN_SECONDS = 15.0
+PROBE_SECONDS = 30.0
+PARKED_RECHECK_SECONDS = 300.0
+
+_FAILURES = "eventrelay:breaker:{vendor}:failures"
+_OPEN = "eventrelay:breaker:{vendor}:open"
+_PROBE = "eventrelay:breaker:{vendor}:probe"
+_PARKED = "eventrelay:parked:{vendor}"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Whether a vendor may be sent to now."""
+
+    allowed: bool
+    wait_seconds: float = 0.0
+    reason: str | None = None
+    probe: bool = False  # half-open: send one request only
+
+
+def check(vendor: str, redis_url: str) -> Gate:
+    client = get_redis(redis_url)
+    parked, open_ms, failures = (
+        client.pipeline()
+        .get(_PARKED.format(vendor=vendor))
+        .pttl(_OPEN.format(vendor=vendor))
+        .get(_FAILURES.format(vendor=vendor))
+        .execute()
+    )
+    if parked:
+        info = json.loads(parked)
+        return Gate(False, PARKED_RECHECK_SECONDS, f"vendor parked: {info.get('reason')}")
+    if isinstance(open_ms, int) and open_ms > 0:
+        return Gate(False, open_ms / 1000, "circuit open after repeated failures")
+    if failures is not None and int(failures) >= FAILURE_THRESHOLD:
+        # Half-open: exactly one process gets to probe.
+        if client.set(_PROBE.format(vendor=vendor), "1", nx=True, px=int(PROBE_SECONDS * 1000)):
+            return Gate(True, probe=True)
+        return Gate(False, 1.0, "circuit half-open: a probe is in flight")
+    return Gate(True)
+
+
+def record_success(vendor: str, redis_url: str) -> None:
+    client = get_redis(redis_url)
+    client.delete(_FAILURES.format(vendor=vendor), _PROBE.format(vendor=vendor))
+
+
+def record_failure(vendor: str, redis_url: str) -> bool:
+    """Count a retryable failure; True if this opened the circuit."""
+    client = get_redis(redis_url)
+    key = _FAILURES.format(vendor=vendor)
+    failures, _ = client.pipeline().incr(key).expire(key, int(OPEN_SECONDS * 8)).execute()
+    if int(failures) >= FAILURE_THRESHOLD:
+        client.delete(_PROBE.format(vendor=vendor))
+        return bool(
+            client.set(_OPEN.format(vendor=vendor), "1", px=int(OPEN_SECONDS * 1000), nx=True)
+        )
+    return False
+
+
+def park(vendor: str, reason: str, redis_url: str) -> None:
+    info = {"reason": reason, "since": time.time()}
+    get_redis(redis_url).set(_PARKED.format(vendor=vendor), json.dumps(info))
+
+
+def unpark(vendor: str, redis_url: str) -> bool:
+    return bool(get_redis(redis_url).delete(_PARKED.format(vendor=vendor)))
+
+
+def parked_reason(vendor: str, redis_url: str) -> str | None:
+    raw = get_redis(redis_url).get(_PARKED.format(vendor=vendor))
+    return json.loads(raw).get("reason") if raw else None
+
+
+def state(vendor: str, redis_url: str) -> str:
+    """closed / open / half-open / parked, for `status` and metrics."""
+    client = get_redis(redis_url)
+    if client.exists(_PARKED.format(vendor=vendor)):
+        return "parked"
+    if client.pttl(_OPEN.format(vendor=vendor)) > 0:
+        return "open"
+    failures = client.get(_FAILURES.format(vendor=vendor))
+    if failures is not None and int(failures) >= FAILURE_THRESHOLD:
+        return "half-open"
+    return "closed"

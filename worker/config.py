@@ -1,0 +1,65 @@
+"""Settings, read once from the environment.
+
+Environment names are a contract other tools rely on (see the README's configuration table).
+Vendor settings (base URL, keys, rate limit, retry overrides) belong to each vendor module:
+`worker.vendors.base.VendorSettings` is their common part.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///eventrelay.db"
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+
+
+class Settings(BaseSettings):
+    """Process-wide settings; every field is `EVENTRELAY_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="EVENTRELAY_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = DEFAULT_BROKER_URL
+    # Where the fleet-wide rate limiter, circuit breaker and parking live. Defaults to the broker
+    # when the broker is Redis.
+    redis_url: str | None = None
+
+    # Retry policy; each vendor may override these with <VENDOR>_MAX_ATTEMPTS etc.
+    max_attempts: int = Field(default=50, ge=1)
+    max_age_seconds: float = Field(default=24 * 3600, gt=0)
+    backoff_base_seconds: float = Field(default=2.0, gt=0)
+    backoff_cap_seconds: float = Field(default=30 * 60, gt=0)
+
+    connect_timeout_seconds: float = Field(default=3.05, gt=0)
+    read_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_response_bytes: int = Field(default=64 * 1024, gt=0)
+
+    # A claimed delivery whose worker has not finished within this time is taken back.
+    lease_seconds: float = Field(default=300.0, gt=0)
+    # Deliveries claimed per task message; with the HTTP timeouts this bounds a task's length.
+    batch_size: int = Field(default=20, ge=1, le=500)
+    max_payload_bytes: int = Field(default=256 * 1024, gt=0)
+    idempotency_ttl_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+    # A pending delivery published this long ago and still not claimed is published again
+    # (its message may have been lost with the broker).
+    redispatch_after_seconds: float = Field(default=300.0, gt=0)
+    scheduler_interval_seconds: float = Field(default=1.0, gt=0)
+
+    log_json: bool = False
+
+    @property
+    def effective_redis_url(self) -> str | None:
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+            return self.broker_url
+        return None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process (cached; tests call `get_settings.cache_clear()`)."""
+    return Settings()

@@ -1,0 +1,315 @@
+"""The delivery state machine as plain functions over a SQLAlchemy Core connection.
+
+    pending ──claim──▶ delivering ──▶ delivered
+       ▲                   │  ├─────▶ dead (vendor refused, or retry budget spent)
+       └── retry / release ┘  └─────▶ (lease expired: the scheduler records a lost attempt)
+
+Every transition out of `delivering` is a compare-and-set on (id, attempts): a worker that
+finishes after its lease was taken over (a zombie) changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, insert, select, tuple_, update
+
+from models.base import utcnow
+from models.delivery import Attempt, AttemptOutcome, Delivery, DeliveryStatus, Lane
+
+D = Delivery.__table__
+A = Attempt.__table__
+
+# Worker and producer clocks may disagree a little; a fresh job must still be claimable.
+CLAIM_CLOCK_SKEW_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this worker holds the lease on, at attempt number `attempt`."""
+
+    id: uuid.UUID
+    vendor: str
+    operation: str
+    payload: dict[str, Any]
+    attempt: int
+    window_started_at: datetime
+    window_base_attempts: int
+    depends_on: uuid.UUID | None
+    lane: Lane
+
+    @property
+    def attempt_in_window(self) -> int:
+        return self.attempt - self.window_base_attempts
+
+
+@dataclass
+class Outcome:
+    """What to write for one claimed delivery when its batch is recorded."""
+
+    claimed: Claimed
+    kind: AttemptOutcome | None  # None: release without spending the attempt
+    next_attempt_at: datetime | None = None
+    reason: str | None = None
+    status_code: int | None = None
+    duration_ms: int | None = None
+    error_class: str | None = None
+    excerpt: str | None = None
+    started_at: datetime = field(default_factory=utcnow)
+    response_json: Any = None
+
+
+def claim(
+    conn: Connection, vendor: str, ids: Sequence[uuid.UUID], lease_seconds: float
+) -> list[Claimed]:
+    """Atomically take the due, pending deliveries among `ids` (one conditional UPDATE)."""
+    if not ids:
+        return []
+    now = utcnow()
+    rows = conn.execute(
+        update(D)
+        .where(
+            D.c.id.in_(ids),
+            D.c.vendor == vendor,
+            D.c.status == DeliveryStatus.PENDING,
+            D.c.next_attempt_at <= now + timedelta(seconds=CLAIM_CLOCK_SKEW_SECONDS),
+        )
+        .values(
+            status=DeliveryStatus.DELIVERING,
+            attempts=D.c.attempts + 1,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            updated_at=now,
+        )
+        .returning(
+            D.c.id,
+            D.c.vendor,
+            D.c.operation,
+            D.c.payload,
+            D.c.attempts,
+            D.c.window_started_at,
+            D.c.window_base_attempts,
+            D.c.depends_on,
+            D.c.lane,
+        )
+    ).all()
+    order = {i: n for n, i in enumerate(ids)}
+    claimed = [
+        Claimed(
+            id=r.id,
+            vendor=r.vendor,
+            operation=r.operation,
+            payload=r.payload,
+            attempt=r.attempts,
+            window_started_at=r.window_started_at,
+            window_base_attempts=r.window_base_attempts,
+            depends_on=r.depends_on,
+            lane=Lane(r.lane),
+        )
+        for r in rows
+    ]
+    return sorted(claimed, key=lambda c: order.get(c.id, 0))
+
+
+def dependency_states(
+    conn: Connection, ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, tuple[DeliveryStatus, str | None]]:
+    ids = set(ids)
+    if not ids:
+        return {}
+    rows = conn.execute(select(D.c.id, D.c.status, D.c.reason).where(D.c.id.in_(ids))).all()
+    return {r.id: (DeliveryStatus(r.status), r.reason) for r in rows}
+
+
+def defer(conn: Connection, vendor: str, ids: Sequence[uuid.UUID], until: datetime) -> int:
+    """Push pending deliveries to `until` without spending attempts (vendor gated)."""
+    if not ids:
+        return 0
+    result = conn.execute(
+        update(D)
+        .where(D.c.id.in_(ids), D.c.vendor == vendor, D.c.status == DeliveryStatus.PENDING)
+        .values(next_attempt_at=until, dispatched_at=None, updated_at=utcnow())
+    )
+    return int(result.rowcount or 0)
+
+
+@dataclass
+class Recorded:
+    """Which outcomes took effect (the others lost their lease to another worker)."""
+
+    applied: list[Outcome] = field(default_factory=list)
+    zombies: list[Outcome] = field(default_factory=list)
+    woken: list[tuple[uuid.UUID, str, Lane]] = field(default_factory=list)
+
+
+def record(
+    conn: Connection,
+    outcomes: Sequence[Outcome],
+    on_delivered: Callable[[Connection, Outcome], None] | None = None,
+) -> Recorded:
+    """Write a batch's outcomes, each a compare-and-set on (id, attempt).
+
+    `on_delivered` runs for each delivery that really became delivered, in this transaction.
+    """
+    now = utcnow()
+    done = Recorded()
+    delivered = [o for o in outcomes if o.kind is AttemptOutcome.DELIVERED]
+    if delivered:
+        won = _finish_delivered(conn, delivered, now)
+        for o in delivered:
+            (done.applied if o.claimed.id in won else done.zombies).append(o)
+    for o in outcomes:
+        if o.kind is AttemptOutcome.DELIVERED:
+            continue
+        if _finish_one(conn, o, now):
+            done.applied.append(o)
+        else:
+            done.zombies.append(o)
+    history = [o for o in done.applied if o.kind is not None]
+    if history:
+        conn.execute(insert(A), [_attempt_row(o) for o in history])
+    woken_from = [o.claimed.id for o in done.applied if o.kind is AttemptOutcome.DELIVERED]
+    if on_delivered is not None:
+        for o in done.applied:
+            if o.kind is AttemptOutcome.DELIVERED:
+                on_delivered(conn, o)
+    if woken_from:
+        done.woken = wake_dependents(conn, woken_from, now)
+    return done
+
+
+def _finish_delivered(
+    conn: Connection, outcomes: Sequence[Outcome], now: datetime
+) -> set[uuid.UUID]:
+    # One statement for the whole batch: the common case must stay cheap.
+    by_status: dict[int | None, list[Outcome]] = {}
+    for o in outcomes:
+        by_status.setdefault(o.status_code, []).append(o)
+    won: set[uuid.UUID] = set()
+    for status_code, group in by_status.items():
+        rows = conn.execute(
+            update(D)
+            .where(
+                tuple_(D.c.id, D.c.attempts).in_(
+                    [(o.claimed.id, o.claimed.attempt) for o in group]
+                ),
+                D.c.status == DeliveryStatus.DELIVERING,
+            )
+            .values(
+                status=DeliveryStatus.DELIVERED,
+                lease_expires_at=None,
+                reason=None,
+                last_status_code=status_code,
+                finished_at=now,
+                updated_at=now,
+            )
+            .returning(D.c.id)
+        ).all()
+        won.update(r.id for r in rows)
+    return won
+
+
+def _finish_one(conn: Connection, o: Outcome, now: datetime) -> bool:
+    c = o.claimed
+    values: dict[str, Any] = {"lease_expires_at": None, "updated_at": now}
+    if o.status_code is not None:
+        values["last_status_code"] = o.status_code
+    if o.kind is AttemptOutcome.DEAD:
+        values.update(status=DeliveryStatus.DEAD, reason=o.reason, finished_at=now)
+    elif o.kind is AttemptOutcome.RETRY:
+        values.update(
+            status=DeliveryStatus.PENDING,
+            reason=o.reason,
+            next_attempt_at=o.next_attempt_at,
+            dispatched_at=None,
+            lane=Lane.RETRY,
+        )
+    else:
+        # Released (vendor parked, dependency pending, limiter busy): the attempt is not spent.
+        values.update(
+            status=DeliveryStatus.PENDING,
+            attempts=D.c.attempts - 1,
+            next_attempt_at=o.next_attempt_at or now,
+            dispatched_at=None,
+        )
+        if o.reason:
+            values["reason"] = o.reason
+    result = conn.execute(
+        update(D)
+        .where(
+            and_(D.c.id == c.id, D.c.attempts == c.attempt, D.c.status == DeliveryStatus.DELIVERING)
+        )
+        .values(**values)
+    )
+    return bool(result.rowcount)
+
+
+def _attempt_row(o: Outcome) -> dict[str, Any]:
+    return {
+        "delivery_id": o.claimed.id,
+        "number": o.claimed.attempt,
+        "outcome": o.kind,
+        "started_at": o.started_at,
+        "duration_ms": o.duration_ms,
+        "status_code": o.status_code,
+        "error_class": o.error_class,
+        "response_excerpt": o.excerpt or None,
+    }
+
+
+def wake_dependents(
+    conn: Connection, delivered_ids: Sequence[uuid.UUID], now: datetime
+) -> list[tuple[uuid.UUID, str, Lane]]:
+    """Make deliveries waiting on these ones due now; returns what to publish."""
+    rows = conn.execute(
+        update(D)
+        .where(D.c.depends_on.in_(delivered_ids), D.c.status == DeliveryStatus.PENDING)
+        .values(next_attempt_at=now, dispatched_at=now, updated_at=now)
+        .returning(D.c.id, D.c.vendor, D.c.lane)
+    ).all()
+    return [(r.id, r.vendor, Lane(r.lane)) for r in rows]
+
+
+def recover_expired_leases(conn: Connection, limit: int = 1000) -> list[tuple[uuid.UUID, str, int]]:
+    """Take back deliveries whose worker vanished; each gets a `lost` attempt in its history."""
+    now = utcnow()
+    expired = (
+        select(D.c.id)
+        .where(D.c.status == DeliveryStatus.DELIVERING, D.c.lease_expires_at < now)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        expired = expired.with_for_update(skip_locked=True)
+    rows = conn.execute(
+        update(D)
+        .where(D.c.id.in_(expired.scalar_subquery()), D.c.status == DeliveryStatus.DELIVERING)
+        .values(
+            status=DeliveryStatus.PENDING,
+            lease_expires_at=None,
+            next_attempt_at=now,
+            dispatched_at=None,
+            lane=Lane.RETRY,
+            updated_at=now,
+            reason="lease expired: the worker stopped before recording a result",
+        )
+        .returning(D.c.id, D.c.vendor, D.c.attempts)
+    ).all()
+    if rows:
+        conn.execute(
+            insert(A),
+            [
+                {
+                    "delivery_id": r.id,
+                    "number": r.attempts,
+                    "outcome": AttemptOutcome.LOST,
+                    "started_at": now,
+                    "error_class": "LeaseExpired",
+                    "response_excerpt": "worker lost before it recorded a result",
+                }
+                for r in rows
+            ],
+        )
+    return [(r.id, r.vendor, r.attempts) for r in rows]

@@ -1,0 +1,77 @@
+"""Logging: one structured line per attempt, JSON on request, personal data masked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+from worker.redact import redact
+
+if TYPE_CHECKING:
+    from worker.delivery import Outcome
+
+attempt_log = logging.getLogger("eventrelay.attempt")
+
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; the `extra=` fields become top-level keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": redact(record.getMessage(), None),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                data[key] = value
+        if record.exc_info:
+            data["exc"] = redact(self.formatException(record.exc_info), 2000)
+        return json.dumps(data, default=str)
+
+
+class RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record), None)
+
+
+def configure(json_lines: bool = False, level: int = logging.INFO) -> None:
+    """Set up eventrelay's loggers (the worker's Celery logging is left to Celery)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter()
+        if json_lines
+        else RedactingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
+    root = logging.getLogger("eventrelay")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def log_attempt(o: Outcome) -> None:
+    """The line operators grep: delivery, vendor, operation, attempt, outcome, status, time."""
+    c = o.claimed
+    fields = {
+        "delivery_id": str(c.id),
+        "vendor": c.vendor,
+        "operation": c.operation,
+        "attempt": c.attempt,
+        "outcome": str(o.kind),
+        "status_code": o.status_code,
+        "duration_ms": o.duration_ms,
+    }
+    message = (
+        f"delivery {c.id} vendor={c.vendor} op={c.operation} attempt={c.attempt} "
+        f"outcome={o.kind} status={o.status_code} duration_ms={o.duration_ms}"
+    )
+    if o.reason and o.kind is not None and str(o.kind) != "delivered":
+        fields["reason"] = redact(o.reason)
+        message += f" reason={redact(o.reason)!r}"
+    level = logging.INFO if str(o.kind) == "delivered" else logging.WARNING
+    attempt_log.log(level, message, extra=fields)

@@ -1,0 +1,381 @@
+"""The producer API: validate, record durably, then publish.
+
+    from worker.producer import enqueue
+    receipt = enqueue("botsi", "send_event", {...}, idempotency_key="order-42")
+
+A job is validated before anything is stored; an invalid one raises `InvalidJob` and stores
+nothing. Once `enqueue` returns, the job is committed to the database (a transactional outbox):
+if the broker is down at that moment the scheduler publishes it later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from models.base import new_id, utcnow
+from models.delivery import Delivery, DeliveryStatus, Lane
+from models.idempotency import IdempotencyKey
+from models.session import get_engine
+from worker.config import Settings, get_settings
+from worker.errors import EventRelayError, FieldError, InvalidJob
+from worker.sql import dialect_insert
+from worker.vendors import get_vendor
+from worker.vendors.base import PreparedJob
+
+log = logging.getLogger("eventrelay.producer")
+
+D = Delivery.__table__
+K = IdempotencyKey.__table__
+MAX_KEY_CHARS = 255
+THROTTLE_PREFIX = "~throttle:"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What `enqueue` returns for one job."""
+
+    delivery_id: uuid.UUID
+    vendor: str
+    operation: str
+    duplicate: bool  # True: an earlier job with the same key exists; nothing new was stored
+    status: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "delivery_id": str(self.delivery_id),
+            "vendor": self.vendor,
+            "operation": self.operation,
+            "duplicate": self.duplicate,
+            "status": self.status,
+        }
+
+
+def validate_job(
+    vendor: Any,
+    operation: Any,
+    payload: Any,
+    idempotency_key: Any = None,
+    settings: Settings | None = None,
+) -> PreparedJob:
+    """Check one job completely; raises `InvalidJob` listing every problem found."""
+    settings = settings or get_settings()
+    errors: list[FieldError] = []
+    if not isinstance(vendor, str) or not vendor:
+        raise InvalidJob([FieldError("vendor", "must be a vendor name (a string)")])
+    adapter = get_vendor(vendor)  # raises InvalidJob listing the valid vendors
+    if not isinstance(operation, str) or operation not in adapter.operations:
+        valid = ", ".join(sorted(adapter.operations))
+        raise InvalidJob(
+            [
+                FieldError(
+                    "operation",
+                    f"unknown operation {operation!r} for vendor {vendor!r}; "
+                    f"valid operations: {valid}",
+                )
+            ]
+        )
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str)
+        or not idempotency_key.strip()
+        or len(idempotency_key) > MAX_KEY_CHARS
+        or idempotency_key.startswith(THROTTLE_PREFIX)
+    ):
+        errors.append(
+            FieldError(
+                "idempotency_key",
+                f"must be a non-empty string of at most {MAX_KEY_CHARS} "
+                f"characters, not starting with {THROTTLE_PREFIX!r}",
+            )
+        )
+    try:
+        encoded = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidJob([FieldError("payload", f"must be plain JSON data: {exc}")]) from None
+    if len(encoded.encode()) > settings.max_payload_bytes:
+        errors.append(
+            FieldError(
+                "payload",
+                f"is {len(encoded.encode())} bytes; the limit is "
+                f"{settings.max_payload_bytes} (EVENTRELAY_MAX_PAYLOAD_BYTES)",
+            )
+        )
+    if errors:
+        raise InvalidJob(errors)
+    return adapter.prepare(operation, json.loads(encoded), idempotency_key)
+
+
+def enqueue(
+    vendor: str, operation: str, payload: Mapping[str, Any], idempotency_key: str | None = None
+) -> Receipt:
+    """Validate, record and publish one job. Raises `InvalidJob` (nothing stored) if it is bad."""
+    return enqueue_many(
+        [
+            {
+                "vendor": vendor,
+                "operation": operation,
+                "payload": payload,
+                "idempotency_key": idempotency_key,
+            }
+        ]
+    )[0]
+
+
+def enqueue_many(jobs: Iterable[Mapping[str, Any]]) -> list[Receipt]:
+    """Validate every job, then record them all in one transaction and publish.
+
+    If any job is invalid, `InvalidJob` (with `.index`) is raised and nothing is stored.
+    """
+    settings = get_settings()
+    prepared = [_prepare(i, job, settings) for i, job in enumerate(jobs)]
+    if not prepared:
+        return []
+    with get_engine().begin() as conn:
+        receipts, to_publish = record_jobs(conn, prepared, settings)
+    publish_after_commit(to_publish)
+    return receipts
+
+
+def _prepare(index: int, job: Any, settings: Settings) -> PreparedJob:
+    if not isinstance(job, Mapping):
+        raise InvalidJob(
+            [FieldError("", "a job must be an object with vendor, operation, payload")], index
+        )
+    unknown = set(job) - {"vendor", "operation", "payload", "idempotency_key"}
+    try:
+        if unknown:
+            raise InvalidJob([FieldError(k, "unknown job field") for k in sorted(unknown)])
+        missing = [k for k in ("vendor", "operation", "payload") if k not in job]
+        if missing:
+            raise InvalidJob([FieldError(k, "required") for k in missing])
+        return validate_job(
+            job["vendor"], job["operation"], job["payload"], job.get("idempotency_key"), settings
+        )
+    except InvalidJob as exc:
+        raise InvalidJob(exc.errors, index) from None
+
+
+def record_jobs(
+    conn: Connection, jobs: Sequence[PreparedJob], settings: Settings | None = None
+) -> tuple[list[Receipt], list[tuple[uuid.UUID, str, Lane]]]:
+    """Store validated jobs inside the caller's transaction (the outbox write).
+
+    Use this directly to write jobs in the same transaction as your own rows; then call
+    `publish_after_commit` with the second value once that transaction has committed.
+    """
+    settings = settings or get_settings()
+    now = utcnow()
+    ids = [new_id() for _ in jobs]
+    receipts: list[Receipt | None] = [None] * len(jobs)
+
+    # 1. Idempotency: the unique (vendor, key) decides, not a read-then-write.
+    owners: dict[tuple[str, str], int] = {}
+    for i, job in enumerate(jobs):
+        if job.idempotency_key is not None:
+            owners.setdefault((job.vendor, job.idempotency_key), i)
+    ttl = timedelta(seconds=settings.idempotency_ttl_seconds)
+    won = _claim_keys(conn, {k: ids[i] for k, i in owners.items()}, now, now + ttl)
+    existing = _existing(conn, [k for k in owners if k not in won])
+    for i, job in enumerate(jobs):
+        if job.idempotency_key is None:
+            continue
+        key = (job.vendor, job.idempotency_key)
+        owner = owners[key]
+        if key in won and owner == i:
+            continue
+        if key in won:  # the same key twice in this call: the first one stands
+            receipts[i] = Receipt(
+                ids[owner], job.vendor, job.operation, True, DeliveryStatus.PENDING
+            )
+        else:
+            delivery_id, status = existing.get(key, (None, None))
+            receipts[i] = Receipt(
+                delivery_id or uuid.UUID(int=0),
+                job.vendor,
+                job.operation,
+                True,
+                str(status) if status else "purged",
+            )
+
+    # 2. Throttle windows (vtcdn email opens): later jobs in a window are suppressed.
+    fresh = [i for i in range(len(jobs)) if receipts[i] is None]
+    throttles: dict[tuple[str, str], tuple[int, float]] = {}
+    suppressed: dict[int, str] = {}
+    for i in fresh:
+        if jobs[i].throttle:
+            key, window = jobs[i].throttle  # type: ignore[misc]
+            tkey = (jobs[i].vendor, THROTTLE_PREFIX + key)
+            if tkey in throttles:
+                suppressed[i] = f"suppressed: {jobs[i].vendor} allows one per {window:g}s window"
+            else:
+                throttles[tkey] = (i, window)
+    for tkey, (i, window) in throttles.items():
+        got = _claim_keys(conn, {tkey: ids[i]}, now, now + timedelta(seconds=window))
+        if not got:
+            suppressed[i] = f"suppressed: {jobs[i].vendor} allows one per {window:g}s window"
+
+    # 3. Ordering: a job that must follow another of the same user's waits for it.
+    depends = _dependencies(conn, jobs, fresh, ids)
+
+    rows = []
+    to_publish = []
+    for i in fresh:
+        job = jobs[i]
+        status = DeliveryStatus.SUPPRESSED if i in suppressed else DeliveryStatus.PENDING
+        rows.append(
+            {
+                "id": ids[i],
+                "vendor": job.vendor,
+                "operation": job.operation,
+                "payload": job.payload,
+                "idempotency_key": job.idempotency_key,
+                "user_ref": job.user_ref,
+                "depends_on": depends.get(i),
+                "status": status,
+                "lane": Lane.FRESH,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "window_started_at": now,
+                "window_base_attempts": 0,
+                # Set optimistically: if publishing fails it is cleared again, and a crash in
+                # between is caught by the scheduler's redispatch.
+                "dispatched_at": now if status is DeliveryStatus.PENDING else None,
+                "reason": suppressed.get(i),
+                "created_at": now,
+                "updated_at": now,
+                "finished_at": now if status is DeliveryStatus.SUPPRESSED else None,
+            }
+        )
+        receipts[i] = Receipt(ids[i], job.vendor, job.operation, False, str(status))
+        if status is DeliveryStatus.PENDING:
+            to_publish.append((ids[i], job.vendor, Lane.FRESH))
+    if rows:
+        conn.execute(insert(D), rows)
+    return [r for r in receipts if r is not None], to_publish
+
+
+def _claim_keys(
+    conn: Connection, keys: Mapping[tuple[str, str], uuid.UUID], now: datetime, expires: datetime
+) -> set[tuple[str, str]]:
+    """Insert keys, or take over expired ones; returns the keys this call now owns."""
+    if not keys:
+        return set()
+    # Sorted, so concurrent producers lock rows in the same order (no deadlocks).
+    rows = [
+        {"vendor": v, "key": k, "delivery_id": d, "created_at": now, "expires_at": expires}
+        for (v, k), d in sorted(keys.items())
+    ]
+    won: set[tuple[str, str]] = set()
+    for start in range(0, len(rows), 1000):
+        stmt = dialect_insert(conn, K).values(rows[start : start + 1000])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["vendor", "key"],
+            set_={
+                "delivery_id": stmt.excluded.delivery_id,
+                "created_at": stmt.excluded.created_at,
+                "expires_at": stmt.excluded.expires_at,
+            },
+            where=K.c.expires_at < now,
+        ).returning(K.c.vendor, K.c.key)
+        won.update((r.vendor, r.key) for r in conn.execute(stmt))
+    return won
+
+
+def _existing(
+    conn: Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[uuid.UUID, str | None]]:
+    found: dict[tuple[str, str], tuple[uuid.UUID, str | None]] = {}
+    for vendor in {v for v, _ in keys}:
+        names = [k for v, k in keys if v == vendor]
+        rows = conn.execute(
+            select(K.c.key, K.c.delivery_id, D.c.status)
+            .select_from(K.outerjoin(D, D.c.id == K.c.delivery_id))
+            .where(K.c.vendor == vendor, K.c.key.in_(names))
+        )
+        for r in rows:
+            found[(vendor, r.key)] = (r.delivery_id, r.status)
+    return found
+
+
+def _dependencies(
+    conn: Connection, jobs: Sequence[PreparedJob], fresh: Sequence[int], ids: Sequence[uuid.UUID]
+) -> dict[int, uuid.UUID]:
+    """For jobs that must follow another operation of the same user, what they wait for."""
+    depends: dict[int, uuid.UUID] = {}
+    latest_in_call: dict[tuple[str, str, str], uuid.UUID] = {}
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for i in fresh:
+        job = jobs[i]
+        if job.user_ref and job.follows_operation:
+            wanted.setdefault((job.vendor, job.follows_operation), set()).add(job.user_ref)
+    latest_stored: dict[tuple[str, str, str], tuple[uuid.UUID, str]] = {}
+    for (vendor, operation), users in wanted.items():
+        rows = conn.execute(
+            select(D.c.id, D.c.user_ref, D.c.status)
+            .where(
+                D.c.vendor == vendor,
+                D.c.operation == operation,
+                D.c.user_ref.in_(users),
+                D.c.status != DeliveryStatus.SUPPRESSED,
+            )
+            .order_by(D.c.created_at, D.c.id)
+        )
+        for r in rows:  # ascending: the last one seen is the latest
+            latest_stored[(vendor, operation, r.user_ref)] = (r.id, r.status)
+    for i in fresh:
+        job = jobs[i]
+        if job.user_ref:
+            latest_in_call[(job.vendor, job.operation, job.user_ref)] = ids[i]
+        if job.user_ref and job.follows_operation:
+            key = (job.vendor, job.follows_operation, job.user_ref)
+            in_call = latest_in_call.get(key)
+            if in_call is not None:
+                depends[i] = in_call
+            elif key in latest_stored and latest_stored[key][1] != DeliveryStatus.DELIVERED:
+                depends[i] = latest_stored[key][0]
+    return depends
+
+
+def publish_after_commit(rows: Sequence[tuple[uuid.UUID, str, Lane]]) -> None:
+    """Publish committed jobs. A broker outage is logged, not raised: the job is stored and
+    the scheduler publishes it once the broker is back."""
+    if not rows:
+        return
+    from worker.publish import publish_many
+
+    try:
+        publish_many(rows, fail_fast=True)
+    except Exception as exc:  # kombu/redis raise many types for "broker unreachable"
+        log.warning(
+            "broker unavailable (%s); %d job(s) are stored and will be published by the scheduler",
+            type(exc).__name__,
+            len(rows),
+        )
+        try:
+            with get_engine().begin() as conn:
+                conn.execute(
+                    update(D)
+                    .where(D.c.id.in_([r[0] for r in rows]), D.c.status == DeliveryStatus.PENDING)
+                    .values(dispatched_at=None)
+                )
+        except Exception:
+            log.exception("could not mark jobs for the scheduler; its orphan sweep will find them")
+
+
+__all__ = [
+    "EventRelayError",
+    "InvalidJob",
+    "Receipt",
+    "enqueue",
+    "enqueue_many",
+    "record_jobs",
+    "publish_after_commit",
+    "validate_job",
+]

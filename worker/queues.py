@@ -1,0 +1,26 @@
+"""Queue names: one fresh and one retry queue per vendor.
+
+A slow vendor fills only its own queues, and fresh events never wait behind a backlog of
+retries or a large replay (retries and replays take the `.retry` lane).
+"""
+
+from __future__ import annotations
+
+from models.delivery import Lane
+
+QUEUE_PREFIX = "eventrelay"
+
+
+def queue_name(vendor: str, lane: Lane | str = Lane.FRESH) -> str:
+    base = f"{QUEUE_PREFIX}.{vendor}"
+    return base if Lane(lane) is Lane.FRESH else f"{base}.retry"
+
+
+def vendor_queues(vendor: str) -> list[str]:
+    return [queue_name(vendor, Lane.FRESH), queue_name(vendor, Lane.RETRY)]
+
+
+def all_queues() -> list[str]:
+    from worker.vendors import vendor_names
+
+    return [q for v in vendor_names() for q in vendor_queues(v)]

@@ -1,0 +1,31 @@
+"""One Redis client per process for the fleet-wide state (limiter, breaker, parking)."""
+
+from __future__ import annotations
+
+import os
+
+import redis
+
+from worker.config import get_settings
+from worker.errors import ConfigurationError
+
+_clients: dict[tuple[int, str], redis.Redis] = {}
+
+
+def get_redis(url: str | None = None) -> redis.Redis:
+    url = url or get_settings().effective_redis_url
+    if not url:
+        raise ConfigurationError(
+            "no Redis for fleet-wide state: set EVENTRELAY_REDIS_URL (or use a redis:// "
+            "EVENTRELAY_BROKER_URL)",
+            env_var="EVENTRELAY_REDIS_URL",
+        )
+    key = (os.getpid(), url)
+    client = _clients.get(key)
+    if client is None:
+        client = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+        )
+        _clients.clear()  # drop what a parent process left us
+        _clients[key] = client
+    return client

@@ -1,0 +1,228 @@
+"""The scheduler: publishes due deliveries and takes back expired leases.
+
+Retry delays live in the database (`next_attempt_at`), not in Celery countdowns: with the Redis
+transport a countdown longer than the visibility timeout is delivered twice (celery#2599).
+Running two schedulers is safe: every step is a conditional UPDATE (with SKIP LOCKED on
+PostgreSQL), and a message published twice is harmless because workers claim atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, delete, or_, select, tuple_, update
+
+from models.base import utcnow
+from models.delivery import Delivery, DeliveryStatus, Lane
+from models.idempotency import IdempotencyKey
+from models.session import get_engine
+from worker import breaker
+from worker.config import Settings, get_settings
+from worker.delivery import recover_expired_leases
+from worker.publish import publish_many
+from worker.queues import vendor_queues
+from worker.vendors import vendor_names
+
+log = logging.getLogger("eventrelay.scheduler")
+
+D = Delivery.__table__
+K = IdempotencyKey.__table__
+
+DISPATCH_LIMIT_PER_TICK = 5000
+# A pending delivery whose vendor queues are empty, published this long ago, lost its message.
+ORPHAN_AFTER_SECONDS = 30.0
+CLEANUP_EVERY_SECONDS = 60.0
+EPOCH_KEY = "eventrelay:broker-epoch"
+# kombu's Redis transport keeps one list per priority step next to the queue's own.
+_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+
+@dataclass
+class TickSummary:
+    recovered: int = 0
+    dispatched: int = 0
+    keys_purged: int = 0
+    broker_reset: bool = False
+
+
+def queue_depths(broker_url: str) -> dict[str, int] | None:
+    """Messages waiting per queue (Redis broker only; None otherwise or if unreachable)."""
+    if not broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    from worker.redis_client import get_redis
+
+    try:
+        client = get_redis(broker_url)
+        names = [q for v in vendor_names() for q in vendor_queues(v)]
+        pipe = client.pipeline()
+        for name in names:
+            for suffix in _PRIORITY_SUFFIXES:
+                pipe.llen(name + suffix)
+        counts = pipe.execute()
+    except Exception:
+        return None
+    depths = {}
+    for n, name in enumerate(names):
+        depths[name] = sum(counts[n * len(_PRIORITY_SUFFIXES) : (n + 1) * len(_PRIORITY_SUFFIXES)])
+    return depths
+
+
+def _broker_was_reset(broker_url: str) -> bool:
+    """True the first time we see a broker without our epoch mark (restart, FLUSHALL)."""
+    if not broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return False
+    from worker.redis_client import get_redis
+
+    try:
+        return bool(get_redis(broker_url).set(EPOCH_KEY, str(time.time()), nx=True))
+    except Exception:
+        return False
+
+
+def dispatch_due(
+    conn: Connection,
+    settings: Settings,
+    *,
+    orphaned_vendors: set[str],
+    blocked_vendors: set[str],
+    everything: bool = False,
+) -> list[tuple[uuid.UUID, str, Lane]]:
+    """Mark due deliveries as published now and return them for publishing."""
+    now = utcnow()
+    stale = D.c.dispatched_at < now - timedelta(seconds=settings.redispatch_after_seconds)
+    conditions = [D.c.dispatched_at.is_(None), stale]
+    if everything:
+        conditions.append(D.c.dispatched_at.is_not(None))
+    elif orphaned_vendors:
+        conditions.append(
+            D.c.vendor.in_(orphaned_vendors)
+            & (D.c.dispatched_at < now - timedelta(seconds=ORPHAN_AFTER_SECONDS))
+        )
+    due = (
+        select(D.c.id)
+        .where(
+            D.c.status == DeliveryStatus.PENDING,
+            D.c.next_attempt_at <= now,
+            or_(*conditions),
+        )
+        .order_by(D.c.next_attempt_at)
+        .limit(DISPATCH_LIMIT_PER_TICK)
+    )
+    if blocked_vendors:
+        due = due.where(D.c.vendor.not_in(blocked_vendors))
+    if conn.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    rows = conn.execute(
+        update(D)
+        .where(D.c.id.in_(due.scalar_subquery()), D.c.status == DeliveryStatus.PENDING)
+        .values(dispatched_at=now)
+        .returning(D.c.id, D.c.vendor, D.c.lane)
+    ).all()
+    return [(r.id, r.vendor, Lane(r.lane)) for r in rows]
+
+
+def purge_expired_keys(conn: Connection, limit: int = 10_000) -> int:
+    expired = select(K.c.vendor, K.c.key).where(K.c.expires_at < utcnow()).limit(limit)
+    result = conn.execute(delete(K).where(tuple_(K.c.vendor, K.c.key).in_(expired)))
+    return int(result.rowcount or 0)
+
+
+class Scheduler:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self._last_cleanup = 0.0
+        self.stop_event = threading.Event()
+
+    def _gated_vendors(self) -> set[str]:
+        url = self.settings.effective_redis_url
+        if not url:
+            return set()
+        blocked = set()
+        for name in vendor_names():
+            try:
+                if breaker.state(name, url) in ("parked", "open"):
+                    blocked.add(name)
+            except Exception:
+                return set()
+        return blocked
+
+    def tick(self) -> TickSummary:
+        summary = TickSummary()
+        engine = get_engine()
+        with engine.begin() as conn:
+            summary.recovered = len(recover_expired_leases(conn))
+        summary.broker_reset = _broker_was_reset(self.settings.broker_url)
+        depths = queue_depths(self.settings.broker_url) or {}
+        orphaned = {
+            v
+            for v in vendor_names()
+            if depths and all(depths.get(q, 0) == 0 for q in vendor_queues(v))
+        }
+        with engine.begin() as conn:
+            rows = dispatch_due(
+                conn,
+                self.settings,
+                orphaned_vendors=orphaned,
+                blocked_vendors=self._gated_vendors(),
+                everything=summary.broker_reset,
+            )
+        if rows:
+            try:
+                publish_many(rows)
+            except Exception as exc:
+                log.warning(
+                    "broker unavailable (%s); will publish on a later tick", type(exc).__name__
+                )
+                with engine.begin() as conn:
+                    conn.execute(
+                        update(D)
+                        .where(
+                            D.c.id.in_([r[0] for r in rows]), D.c.status == DeliveryStatus.PENDING
+                        )
+                        .values(dispatched_at=None)
+                    )
+                rows = []
+        summary.dispatched = len(rows)
+        if time.monotonic() - self._last_cleanup > CLEANUP_EVERY_SECONDS:
+            self._last_cleanup = time.monotonic()
+            with engine.begin() as conn:
+                summary.keys_purged = purge_expired_keys(conn)
+        if summary.recovered or summary.dispatched or summary.broker_reset:
+            log.info(
+                "scheduler: recovered %d expired leases, published %d deliveries%s",
+                summary.recovered,
+                summary.dispatched,
+                " (broker was reset: republished everything pending)"
+                if summary.broker_reset
+                else "",
+            )
+        return summary
+
+    def run(self, interval: float | None = None, max_seconds: float | None = None) -> None:
+        """Tick until SIGTERM/SIGINT (or `max_seconds`); database/broker errors are survived."""
+        interval = interval or self.settings.scheduler_interval_seconds
+        started = time.monotonic()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._stop)
+        while not self.stop_event.is_set():
+            t0 = time.monotonic()
+            try:
+                summary = self.tick()
+            except Exception as exc:
+                log.warning("scheduler tick failed (%s: %s); retrying", type(exc).__name__, exc)
+                summary = TickSummary()
+            if max_seconds is not None and time.monotonic() - started > max_seconds:
+                return
+            if summary.dispatched < DISPATCH_LIMIT_PER_TICK:
+                self.stop_event.wait(max(0.0, interval - (time.monotonic() - t0)))
+
+    def _stop(self, *_: Any) -> None:
+        self.stop_event.set()

@@ -1,0 +1,50 @@
+"""Celery tasks: thin. Decode the message, call plain functions, publish what follows."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from worker.batch import process_batch
+from worker.celery_app import TASK_NAME_DELIVER, app
+from worker.config import get_settings
+from worker.publish import publish_many
+
+log = logging.getLogger("eventrelay.worker")
+
+
+def decode_ids(raw: Any) -> list[uuid.UUID] | None:
+    """Delivery ids from a message, or None if the message is malformed."""
+    if not isinstance(raw, list) or not raw:
+        return None
+    try:
+        return [uuid.UUID(str(i)) for i in raw]
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+@app.task(name=TASK_NAME_DELIVER, ignore_result=True)
+def deliver(
+    vendor: Any = None, delivery_ids: Any = None, *args: Any, **kwargs: Any
+) -> dict[str, Any]:
+    """Deliver some of `vendor`'s deliveries. The message carries ids only, never payloads."""
+    from worker.vendors import VENDOR_CLASSES
+
+    ids = decode_ids(delivery_ids)
+    if not isinstance(vendor, str) or vendor not in VENDOR_CLASSES or ids is None or args or kwargs:
+        # A malformed message can never succeed: drop it, keep the worker running.
+        log.error(
+            "dropping malformed deliver message (vendor=%r, ids=%.100r)", vendor, delivery_ids
+        )
+        return {"dropped": "malformed message"}
+    size = get_settings().batch_size
+    totals: dict[str, Any] = {"vendor": vendor}
+    for start in range(0, len(ids), size):
+        summary = process_batch(vendor, ids[start : start + size])
+        if summary.woken:
+            publish_many(summary.woken)
+        for key, value in summary.as_dict().items():
+            if key != "vendor":
+                totals[key] = totals.get(key, 0) + value
+    return totals

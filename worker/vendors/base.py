@@ -1,0 +1,362 @@
+"""The vendor contract and the HTTP pipeline every vendor shares.
+
+A vendor module fills in the blanks of a fixed pipeline (django-anymail's shape):
+
+    validate (enqueue time) → build_request → post → classify → on_delivered
+
+and overrides a step only for a documented quirk. `requests` exceptions are translated here
+and nowhere else.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import json
+import os
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import requests
+from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from requests.adapters import HTTPAdapter
+from sqlalchemy import Connection
+
+from worker.errors import ConfigurationError, FieldError, InvalidJob
+from worker.redact import redact, register_secrets
+
+
+class VendorSettings(BaseSettings):
+    """What every vendor can be given through `<VENDOR>_*` environment variables.
+
+    Subclasses set `env_prefix`, a default `base_url` where the vendor documents one, and their
+    secrets as `SecretStr` fields (masked in `repr`, never stored).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    base_url: str | None = None
+    # Requests per second for the whole fleet; None means unlimited.
+    rate_limit: float | None = None
+    max_attempts: int | None = None
+    max_age_seconds: float | None = None
+    backoff_base_seconds: float | None = None
+    backoff_cap_seconds: float | None = None
+
+
+class Verdict(enum.StrEnum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    DEAD = "dead"
+    CREDENTIALS = "credentials"  # our key was refused: park the vendor, keep the job
+
+
+@dataclass(frozen=True)
+class OutboundRequest:
+    """One HTTP request to a vendor. `headers` may hold secrets: never log or store them."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    json_body: Any
+
+    def __repr__(self) -> str:  # keep secrets out of tracebacks and debuggers' reprs
+        return f"OutboundRequest({self.method} {self.url})"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What came of one request: the verdict, and what we record about it (redacted)."""
+
+    verdict: Verdict
+    status_code: int | None
+    duration_ms: int
+    reason: str | None = None
+    retry_after_seconds: float | None = None
+    error_class: str | None = None
+    excerpt: str = ""
+    response_json: Any = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A job that passed validation, with what the vendor's rules derived from it."""
+
+    vendor: str
+    operation: str
+    payload: dict[str, Any]
+    idempotency_key: str | None
+    user_ref: str | None = None
+    # (key, window seconds): at most one job per key per window; later ones are suppressed.
+    throttle: tuple[str, float] | None = None
+    # This job waits until the user's latest delivery of that operation is delivered.
+    follows_operation: str | None = None
+
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+
+class Vendor(ABC):
+    """One vendor: its operations, payload models, request shape and response rules."""
+
+    name: ClassVar[str]
+    # operation name → pydantic model of the job payload for it
+    operations: ClassVar[Mapping[str, type[BaseModel]]]
+    settings_class: ClassVar[type[VendorSettings]]
+    # operation → how many jobs may share one request (vendors that take arrays)
+    batch_sizes: ClassVar[Mapping[str, int]] = {}
+
+    def __init__(self, settings: VendorSettings | None = None) -> None:
+        self.settings = settings if settings is not None else self.settings_class()
+        register_secrets(self.secret_values())
+
+    # ---- enqueue time -------------------------------------------------------------------
+
+    def prepare(self, operation: str, payload: Any, idempotency_key: str | None) -> PreparedJob:
+        """Validate a job against the operation's model and apply the vendor's rules."""
+        model = self.operations.get(operation)
+        if model is None:
+            valid = ", ".join(sorted(self.operations))
+            raise InvalidJob(
+                [
+                    FieldError(
+                        "operation",
+                        f"unknown operation {operation!r} for vendor "
+                        f"{self.name!r}; valid operations: {valid}",
+                    )
+                ]
+            )
+        if not isinstance(payload, dict):
+            raise InvalidJob([FieldError("payload", "must be a JSON object")])
+        try:
+            model.model_validate(payload)
+        except ValidationError as exc:
+            raise InvalidJob(_field_errors(exc)) from None
+        return PreparedJob(
+            vendor=self.name,
+            operation=operation,
+            payload=self.normalize(operation, payload),
+            idempotency_key=self.idempotency_key(operation, payload, idempotency_key),
+            user_ref=self.user_ref(operation, payload),
+            throttle=self.throttle(operation, payload),
+            follows_operation=self.follows_operation(operation),
+        )
+
+    def idempotency_key(
+        self, operation: str, payload: dict[str, Any], given: str | None
+    ) -> str | None:
+        """The job's idempotency key: the producer's, or one a vendor's dedup rule derives."""
+        return given
+
+    def normalize(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """The payload as stored; a vendor may drop what must not be stored (secrets)."""
+        return payload
+
+    def user_ref(self, operation: str, payload: dict[str, Any]) -> str | None:
+        return None
+
+    def throttle(self, operation: str, payload: dict[str, Any]) -> tuple[str, float] | None:
+        return None
+
+    def follows_operation(self, operation: str) -> str | None:
+        return None
+
+    # ---- send time ----------------------------------------------------------------------
+
+    @abstractmethod
+    def build_request(self, operation: str, payloads: Sequence[dict[str, Any]]) -> OutboundRequest:
+        """The request for one job, or for several when `batch_sizes` allows it."""
+
+    def classify(
+        self, status: int, body: Any, headers: Mapping[str, str]
+    ) -> tuple[Verdict, str | None]:
+        """Map a response to a verdict and a reason. Override for a vendor's documented codes."""
+        if 200 <= status < 300:
+            return Verdict.DELIVERED, None
+        if status == 401:
+            return Verdict.CREDENTIALS, f"credentials rejected (HTTP 401): {self.reason_from(body)}"
+        if status in RETRYABLE_STATUSES or status >= 500:
+            return Verdict.RETRY, f"HTTP {status}: {self.reason_from(body)}"
+        if 300 <= status < 400:
+            return (
+                Verdict.DEAD,
+                f"HTTP {status}: unexpected redirect (not followed); check the base URL",
+            )
+        return Verdict.DEAD, f"HTTP {status}: {self.reason_from(body)}"
+
+    def reason_from(self, body: Any) -> str:
+        """The vendor's own words from an error body; overridden per vendor's error shape."""
+        if isinstance(body, dict):
+            for key in ("error", "message", "detail", "description"):
+                if isinstance(body.get(key), str):
+                    return body[key]  # type: ignore[no-any-return]
+        if body is None:
+            return "no response body"
+        return json.dumps(body)[:200]
+
+    def on_delivered(
+        self, conn: Connection, delivery_id: uuid.UUID, operation: str, response_json: Any
+    ) -> None:
+        """Record what the vendor returned (e.g. ids), in the transaction that marks it delivered."""
+
+    # ---- settings -----------------------------------------------------------------------
+
+    def env_name(self, field_name: str) -> str:
+        prefix = self.settings.model_config.get("env_prefix", "")
+        return f"{prefix}{field_name}".upper()
+
+    def require(self, field_name: str) -> str:
+        """A setting's value, or a ConfigurationError naming the variable to set."""
+        value = getattr(self.settings, field_name, None)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if not value:
+            env = self.env_name(field_name)
+            raise ConfigurationError(
+                f"{env} is not set: set it to the {self.name} {field_name.replace('_', ' ')} "
+                "in the worker's environment",
+                env_var=env,
+            )
+        return str(value)
+
+    def base_url(self) -> str:
+        return self.require("base_url").rstrip("/")
+
+    def secret_values(self) -> list[str]:
+        values = []
+        for name in type(self.settings).model_fields:
+            value = getattr(self.settings, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                values.append(value.get_secret_value())
+        return values
+
+
+def _field_errors(exc: ValidationError) -> list[FieldError]:
+    errors = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in ("payload", *err["loc"]))
+        errors.append(FieldError(loc, err["msg"]))
+    return errors
+
+
+# ---- the HTTP pipeline ----------------------------------------------------------------------
+
+_sessions: dict[int, requests.Session] = {}
+_sessions_lock = threading.Lock()
+
+
+def http_session() -> requests.Session:
+    """A keep-alive session per process (a forked child never reuses its parent's sockets)."""
+    pid = os.getpid()
+    session = _sessions.get(pid)
+    if session is None:
+        with _sessions_lock:
+            session = _sessions.get(pid)
+            if session is None:
+                session = requests.Session()
+                adapter = HTTPAdapter(pool_connections=8, pool_maxsize=8, max_retries=0)
+                session.mount("https://", adapter)
+                session.mount("http://", adapter)
+                session.trust_env = False  # a job never picks a proxy from the environment
+                _sessions.clear()
+                _sessions[pid] = session
+    return session
+
+
+def send(
+    vendor: Vendor,
+    request: OutboundRequest,
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    max_response_bytes: int,
+) -> SendResult:
+    """Send one request and classify the answer. Never raises for network trouble."""
+    started = time.perf_counter()
+    try:
+        response = http_session().request(
+            request.method,
+            request.url,
+            headers=dict(request.headers),
+            data=json.dumps(request.json_body, separators=(",", ":")).encode(),
+            timeout=(connect_timeout, read_timeout),
+            allow_redirects=False,
+            stream=True,
+            verify=True,
+        )
+        try:
+            raw = _read_capped(response, max_response_bytes)
+        finally:
+            response.close()
+    except requests.RequestException as exc:
+        # Connection refused, DNS, TLS, timeouts: the vendor may be fine a moment later.
+        return SendResult(
+            verdict=Verdict.RETRY,
+            status_code=None,
+            duration_ms=_ms_since(started),
+            reason=f"{type(exc).__name__}: {redact(str(exc), 200)}",
+            error_class=type(exc).__name__,
+        )
+    duration_ms = _ms_since(started)
+    text = raw.decode("utf-8", errors="replace")
+    body = _parse_json(text)
+    verdict, reason = vendor.classify(response.status_code, body, response.headers)
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    return SendResult(
+        verdict=verdict,
+        status_code=response.status_code,
+        duration_ms=duration_ms,
+        reason=redact(reason, 500) if reason else None,
+        retry_after_seconds=retry_after,
+        error_class=None if verdict is Verdict.DELIVERED else f"HTTP{response.status_code}",
+        excerpt=redact(text),
+        response_json=body,
+    )
+
+
+def _read_capped(response: requests.Response, limit: int) -> bytes:
+    chunks, size = [], 0
+    for chunk in response.iter_content(chunk_size=16384):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
+
+
+def _parse_json(text: str) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _ms_since(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(0.0, seconds)
