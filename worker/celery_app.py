@@ -20,14 +20,15 @@ from kombu import Queue
 from worker.config import get_settings
 from worker.queues import all_queues
 
-VISIBILITY_TIMEOUT_SECONDS = 3600
 TASK_NAME_DELIVER = "eventrelay.deliver"
 
 
 def make_app() -> Celery:
     settings = get_settings()
     app = Celery("eventrelay", broker=settings.broker_url)
-    soft_limit = max(30.0, settings.lease_seconds - 30)
+    # Below the lease, so a task is stopped before another worker may take its deliveries.
+    soft_limit = settings.lease_seconds * 0.8
+    hard_limit = settings.lease_seconds * 0.9
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -37,14 +38,14 @@ def make_app() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_transport_options={
-            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+            "visibility_timeout": settings.visibility_timeout_seconds,
             "socket_connect_timeout": 3,
             "socket_timeout": 10,
         },
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
         task_soft_time_limit=soft_limit,
-        task_time_limit=soft_limit + 15,
+        task_time_limit=hard_limit,
         # Flower needs events; they carry task names and args (vendor, ids), never payloads.
         worker_send_task_events=True,
         task_send_sent_event=True,

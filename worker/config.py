@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     read_timeout_seconds: float = Field(default=10.0, gt=0)
     max_response_bytes: int = Field(default=64 * 1024, gt=0)
 
+    # Redis transport: an unacknowledged message is delivered again after this long. It must
+    # exceed the longest task (the lease); retry delays never rely on it (celery#2599).
+    visibility_timeout_seconds: float = Field(default=3600.0, gt=0)
     # A claimed delivery whose worker has not finished within this time is taken back.
     lease_seconds: float = Field(default=300.0, gt=0)
     # Deliveries claimed per task message; with the HTTP timeouts this bounds a task's length.

@@ -1,0 +1,147 @@
+"""Shared fixtures. Everything runs against the real PostgreSQL and Redis on this machine, in a
+database and a Redis DB number of the tests' own, and a real mock vendor HTTP server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import (
+    REDIS_HOST, TEST_DB_NAME, TEST_REDIS_DB, Proc, ensure_database, free_port, start_scheduler,
+    start_worker,
+)
+
+# Settings are read once per process, so the test environment is fixed before any import of
+# eventrelay's modules. Short timeouts and backoff keep retry tests fast.
+MOCK_PORT = free_port()
+TEST_ENV = {
+    "EVENTRELAY_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{TEST_DB_NAME}",
+    "EVENTRELAY_BROKER_URL": f"redis://{REDIS_HOST}/{TEST_REDIS_DB}",
+    "EVENTRELAY_REDIS_URL": f"redis://{REDIS_HOST}/{TEST_REDIS_DB}",
+    "EVENTRELAY_BACKOFF_BASE_SECONDS": "0.2",
+    "EVENTRELAY_BACKOFF_CAP_SECONDS": "1",
+    "EVENTRELAY_READ_TIMEOUT_SECONDS": "1.5",
+    "EVENTRELAY_CONNECT_TIMEOUT_SECONDS": "1",
+    "EVENTRELAY_LEASE_SECONDS": "20",
+    "EVENTRELAY_SCHEDULER_INTERVAL_SECONDS": "0.2",
+    "BOTSI_BASE_URL": f"http://127.0.0.1:{MOCK_PORT}/botsi",
+    "VTCDN_BASE_URL": f"http://127.0.0.1:{MOCK_PORT}/vtcdn/v1",
+    "INFOBIP_BASE_URL": f"http://127.0.0.1:{MOCK_PORT}/infobip",
+    "GRAVITYFIELD_BASE_URL": f"http://127.0.0.1:{MOCK_PORT}/gravityfield",
+    # Recognisable secrets: tests search storage and logs for them.
+    "BOTSI_SECRET_KEY": "SECRET-botsi-7f3a9c",
+    "VTCDN_API_KEY": "SECRET-vtcdn-51b2e0",
+    "INFOBIP_API_KEY": "SECRET-infobip-c4d8a1",
+    "GRAVITYFIELD_TOKEN": "SECRET-gftoken-9e7b3d",
+    "GRAVITYFIELD_SITE_KEY": "SECRET-gfsite-2a6f11",
+}
+os.environ.update(TEST_ENV)
+SECRETS = [v for k, v in TEST_ENV.items() if k.endswith(("_KEY", "_TOKEN"))]
+MOCK_CREDENTIALS = {
+    "botsi_secret_key": TEST_ENV["BOTSI_SECRET_KEY"],
+    "vtcdn_api_key": TEST_ENV["VTCDN_API_KEY"],
+    "infobip_api_key": TEST_ENV["INFOBIP_API_KEY"],
+    "gravityfield_token": TEST_ENV["GRAVITYFIELD_TOKEN"],
+    "gravityfield_site_key": TEST_ENV["GRAVITYFIELD_SITE_KEY"],
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "services: needs the real PostgreSQL and Redis")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """A fresh, migrated PostgreSQL database of the tests' own."""
+    from models.session import reset_engine
+    from worker.migrate import upgrade
+
+    url = ensure_database(TEST_DB_NAME, fresh=True)
+    reset_engine()
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Any:
+    from worker.redis_client import get_redis
+
+    client = get_redis(TEST_ENV["EVENTRELAY_REDIS_URL"])
+    client.ping()
+    return client
+
+
+@pytest.fixture(scope="session")
+def mock_vendors() -> Iterator[Any]:
+    from worker.mockvendors import MockVendors
+
+    server = MockVendors(port=MOCK_PORT, credentials=MOCK_CREDENTIALS).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def clean(database_url: str, redis_client: Any, mock_vendors: Any) -> Iterator[None]:
+    """Empty tables, an empty test Redis DB and a mock vendor with no faults and no log."""
+    from sqlalchemy import text
+
+    from models.session import get_engine
+
+    with get_engine().begin() as conn:
+        conn.execute(text(
+            "TRUNCATE delivery_attempts, deliveries, idempotency_keys, botsi_profiles CASCADE"
+        ))
+    redis_client.flushdb()
+    mock_vendors.reset()
+    yield
+
+
+@pytest.fixture(scope="session")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+def _child_env(**overrides: str) -> dict[str, str]:
+    env = {**os.environ, **TEST_ENV, **overrides}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def pipeline(database_url: str, mock_vendors: Any, logs_dir: Path) -> Iterator[dict[str, Proc]]:
+    """A real Celery worker (prefork, 2 processes) and a real scheduler."""
+    env = _child_env()
+    worker = start_worker(env, logs_dir / "worker.log")
+    scheduler = start_scheduler(env, logs_dir / "scheduler.log")
+    yield {"worker": worker, "scheduler": scheduler}
+    scheduler.stop()
+    worker.stop()
+
+
+@pytest.fixture
+def child_env() -> Any:
+    return _child_env
+
+
+@pytest.fixture
+def cli() -> Any:
+    """Run `eventrelay ...` as a real process; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    def run(*args: str, input: str | None = None, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "worker.cli", *args], input=input, capture_output=True,
+            text=True, env=env or _child_env(), timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"eventrelay {' '.join(args)} exited {result.returncode}:\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    return run

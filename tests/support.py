@@ -1,0 +1,133 @@
+"""Test helpers: real services, real processes, polling with deadlines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+PG_ADMIN_URL = os.environ.get(
+    "EVENTRELAY_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+TEST_DB_NAME = os.environ.get("EVENTRELAY_TEST_DB_NAME", "eventrelay_test")
+TEST_REDIS_DB = int(os.environ.get("EVENTRELAY_TEST_REDIS_DB", "13"))
+REDIS_HOST = os.environ.get("EVENTRELAY_TEST_REDIS_HOST", "127.0.0.1:6379")
+
+
+def pg_url(db: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + db
+
+
+def ensure_database(name: str, fresh: bool = False) -> str:
+    """Create (or recreate) a PostgreSQL database of the tests' own; returns its URL."""
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+        if exists and fresh:
+            conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
+            ), {"n": name})
+            conn.execute(text(f'DROP DATABASE "{name}"'))
+            exists = None
+        if not exists:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return pg_url(name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.1,
+             what: str = "condition") -> T:
+    """Poll until `predicate()` is truthy; fail the test with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+class Proc:
+    """A child process with its output in a log file (shown when a test fails)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.popen = subprocess.Popen(
+            args, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.popen.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.popen.wait(5)
+        self._log.close()
+
+
+def start_worker(env: dict[str, str], log_path: Path, concurrency: int = 2,
+                 queues: str | None = None, name: str = "w1") -> Proc:
+    args = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-P", "prefork",
+            "-c", str(concurrency), "-l", "INFO", "-E", "-n", f"{name}@%h",
+            "--without-gossip", "--without-mingle"]
+    if queues:
+        args += ["-Q", queues]
+    proc = Proc(args, env, log_path)
+    wait_for(lambda: "ready." in proc.output() or proc.popen.poll() is not None, 60,
+             what=f"worker {name} to start")
+    if proc.popen.poll() is not None:
+        raise RuntimeError(f"worker exited early:\n{proc.output()[-3000:]}")
+    return proc
+
+
+def start_scheduler(env: dict[str, str], log_path: Path, interval: float = 0.2) -> Proc:
+    return Proc([sys.executable, "-m", "worker.cli", "scheduler", "--interval", str(interval)],
+                env, log_path)
+
+
+@contextmanager
+def env_vars(**values: str | None) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,196 @@
+"""What operators ask of the database: status, one delivery, dead letters, replay, purge.
+
+Each function returns plain JSON-ready data; the CLI prints it as a table or as `--json`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from models.base import utcnow
+from models.delivery import Attempt, Delivery, DeliveryStatus, Lane
+from worker.errors import DeliveryNotFound, EventRelayError
+
+D = Delivery.__table__
+A = Attempt.__table__
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '30m', '12h', '7d', '2w' (a bare number is seconds)."""
+    match = _DURATION.match(text)
+    if not match:
+        raise EventRelayError(f"cannot read {text!r} as a duration: use e.g. 90s, 30m, 12h, 7d")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def status_counts(conn: Connection) -> dict[str, dict[str, Any]]:
+    """Per vendor: counts by state and the age of the oldest pending delivery."""
+    from worker.vendors import vendor_names
+
+    now = utcnow()
+    result: dict[str, dict[str, Any]] = {
+        v: {"counts": {s.value: 0 for s in DeliveryStatus}, "oldest_pending_age_seconds": None}
+        for v in vendor_names()
+    }
+    for vendor, status, count in conn.execute(
+        select(D.c.vendor, D.c.status, func.count()).group_by(D.c.vendor, D.c.status)
+    ):
+        entry = result.setdefault(
+            vendor, {"counts": {s.value: 0 for s in DeliveryStatus}, "oldest_pending_age_seconds": None}
+        )
+        entry["counts"][str(status)] = count
+    for vendor, oldest in conn.execute(
+        select(D.c.vendor, func.min(D.c.created_at))
+        .where(D.c.status.in_([DeliveryStatus.PENDING, DeliveryStatus.DELIVERING]))
+        .group_by(D.c.vendor)
+    ):
+        if oldest is not None:
+            if oldest.tzinfo is None:  # SQLite's min() comes back as a naive string-parsed value
+                from datetime import UTC
+
+                oldest = oldest.replace(tzinfo=UTC)
+            result[vendor]["oldest_pending_age_seconds"] = round((now - oldest).total_seconds(), 3)
+    return result
+
+
+def delivery_dict(row: Any) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "vendor": row.vendor,
+        "operation": row.operation,
+        "status": str(row.status),
+        "lane": str(row.lane),
+        "attempts": row.attempts,
+        "idempotency_key": row.idempotency_key,
+        "depends_on": str(row.depends_on) if row.depends_on else None,
+        "reason": row.reason,
+        "last_status_code": row.last_status_code,
+        "next_attempt_at": _iso(row.next_attempt_at),
+        "created_at": _iso(row.created_at),
+        "updated_at": _iso(row.updated_at),
+        "finished_at": _iso(row.finished_at),
+    }
+
+
+def show(conn: Connection, delivery_id: str) -> dict[str, Any]:
+    """A delivery with its payload and every attempt."""
+    try:
+        key = uuid.UUID(delivery_id)
+    except ValueError:
+        raise DeliveryNotFound(f"{delivery_id!r} is not a delivery id (a UUID)") from None
+    row = conn.execute(select(D).where(D.c.id == key)).one_or_none()
+    if row is None:
+        raise DeliveryNotFound(f"no delivery {delivery_id}")
+    data = delivery_dict(row)
+    data["payload"] = row.payload
+    data["attempt_history"] = [
+        {
+            "number": a.number,
+            "outcome": str(a.outcome),
+            "started_at": _iso(a.started_at),
+            "duration_ms": a.duration_ms,
+            "status_code": a.status_code,
+            "error_class": a.error_class,
+            "response_excerpt": a.response_excerpt,
+        }
+        for a in conn.execute(select(A).where(A.c.delivery_id == key).order_by(A.c.id))
+    ]
+    return data
+
+
+@dataclass(frozen=True)
+class DeadFilter:
+    """Which dead letters an operation applies to."""
+
+    ids: Sequence[str] = ()
+    vendor: str | None = None
+    reason: str | None = None  # substring, case-insensitive
+    since: datetime | None = None  # dead-lettered at or after
+    until: datetime | None = None  # dead-lettered before
+
+    def where(self) -> list[ColumnElement[bool]]:
+        clauses: list[ColumnElement[bool]] = [D.c.status == DeliveryStatus.DEAD]
+        if self.ids:
+            try:
+                clauses.append(D.c.id.in_([uuid.UUID(i) for i in self.ids]))
+            except ValueError as exc:
+                raise EventRelayError(f"not a delivery id: {exc}") from None
+        if self.vendor:
+            clauses.append(D.c.vendor == self.vendor)
+        if self.reason:
+            clauses.append(func.lower(D.c.reason).contains(self.reason.lower(), autoescape=True))
+        if self.since:
+            clauses.append(D.c.finished_at >= self.since)
+        if self.until:
+            clauses.append(D.c.finished_at < self.until)
+        return clauses
+
+
+def dead_letters(conn: Connection, flt: DeadFilter, limit: int = 100) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(D).where(*flt.where()).order_by(D.c.finished_at.desc(), D.c.id).limit(limit)
+    )
+    return [delivery_dict(r) for r in rows]
+
+
+def count_dead(conn: Connection, flt: DeadFilter) -> int:
+    return int(conn.execute(select(func.count()).select_from(D).where(*flt.where())).scalar_one())
+
+
+def replay(conn: Connection, flt: DeadFilter) -> list[tuple[uuid.UUID, str, Lane]]:
+    """Make matching dead deliveries pending again, with a fresh retry budget.
+
+    Only dead deliveries are touched, so nothing delivered is ever sent again. Replays go to
+    the retry lane, so a large replay never delays fresh events.
+    """
+    now = utcnow()
+    rows = conn.execute(
+        update(D)
+        .where(*flt.where())
+        .values(
+            status=DeliveryStatus.PENDING, lane=Lane.RETRY, next_attempt_at=now, dispatched_at=now,
+            window_started_at=now, window_base_attempts=D.c.attempts, reason=None,
+            finished_at=None, updated_at=now,
+        )
+        .returning(D.c.id, D.c.vendor, D.c.lane)
+    ).all()
+    return [(r.id, r.vendor, Lane(r.lane)) for r in rows]
+
+
+def purge_dead(conn: Connection, older_than: timedelta, dry_run: bool = False) -> int:
+    """Delete dead letters that died longer ago than `older_than` (attempts go with them)."""
+    cutoff = utcnow() - older_than
+    where = [D.c.status == DeliveryStatus.DEAD, D.c.finished_at < cutoff]
+    if dry_run:
+        return int(conn.execute(select(func.count()).select_from(D).where(*where)).scalar_one())
+    ids = select(D.c.id).where(*where).scalar_subquery()
+    conn.execute(delete(A).where(A.c.delivery_id.in_(ids)))
+    result = conn.execute(delete(D).where(*where))
+    return int(result.rowcount or 0)
+
+
+def resume_vendor(conn: Connection, vendor: str) -> list[tuple[uuid.UUID, str, Lane]]:
+    """After a vendor is unparked, its waiting deliveries become due now."""
+    now = utcnow()
+    rows = conn.execute(
+        update(D)
+        .where(D.c.vendor == vendor, D.c.status == DeliveryStatus.PENDING, D.c.next_attempt_at > now)
+        .values(next_attempt_at=now, dispatched_at=None, updated_at=now)
+        .returning(D.c.id, D.c.vendor, D.c.lane)
+    ).all()
+    return [(r.id, r.vendor, Lane(r.lane)) for r in rows]
