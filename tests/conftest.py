@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from tests.support import (
-    REDIS_HOST, TEST_DB_NAME, TEST_REDIS_DB, Proc, ensure_database, free_port, start_scheduler,
+    REDIS_HOST,
+    TEST_DB_NAME,
+    TEST_REDIS_DB,
+    Proc,
+    ensure_database,
+    free_port,
+    start_scheduler,
     start_worker,
 )
 
@@ -28,6 +34,8 @@ TEST_ENV = {
     "EVENTRELAY_CONNECT_TIMEOUT_SECONDS": "1",
     "EVENTRELAY_LEASE_SECONDS": "20",
     "EVENTRELAY_SCHEDULER_INTERVAL_SECONDS": "0.2",
+    # Low enough that the fleet-wide limit is measurable in a test, for every worker started.
+    "INFOBIP_RATE_LIMIT": "20",
     "BOTSI_BASE_URL": f"http://127.0.0.1:{MOCK_PORT}/botsi",
     "VTCDN_BASE_URL": f"http://127.0.0.1:{MOCK_PORT}/vtcdn/v1",
     "INFOBIP_BASE_URL": f"http://127.0.0.1:{MOCK_PORT}/infobip",
@@ -92,9 +100,9 @@ def clean(database_url: str, redis_client: Any, mock_vendors: Any) -> Iterator[N
     from models.session import get_engine
 
     with get_engine().begin() as conn:
-        conn.execute(text(
-            "TRUNCATE delivery_attempts, deliveries, idempotency_keys, botsi_profiles CASCADE"
-        ))
+        conn.execute(
+            text("TRUNCATE delivery_attempts, deliveries, idempotency_keys, botsi_profiles CASCADE")
+        )
     redis_client.flushdb()
     mock_vendors.reset()
     yield
@@ -133,15 +141,22 @@ def cli() -> Any:
     import subprocess
     import sys
 
-    def run(*args: str, input: str | None = None, check: bool = True,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, input: str | None = None, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "worker.cli", *args], input=input, capture_output=True,
-            text=True, env=env or _child_env(), timeout=60,
+            [sys.executable, "-m", "worker.cli", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=env or _child_env(),
+            timeout=60,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"eventrelay {' '.join(args)} exited {result.returncode}:\n"
-                                 f"{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"eventrelay {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
         return result
 
     return run

@@ -34,11 +34,14 @@ def ensure_database(name: str, fresh: bool = False) -> str:
     """Create (or recreate) a PostgreSQL database of the tests' own; returns its URL."""
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+        exists = conn.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+        ).first()
         if exists and fresh:
-            conn.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
-            ), {"n": name})
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
             conn.execute(text(f'DROP DATABASE "{name}"'))
             exists = None
         if not exists:
@@ -53,8 +56,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.1,
-             what: str = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> T:
     """Poll until `predicate()` is truthy; fail the test with `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -73,7 +80,11 @@ class Proc:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.popen = subprocess.Popen(
-            args, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+            args,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
             start_new_session=True,
         )
 
@@ -95,24 +106,51 @@ class Proc:
         self._log.close()
 
 
-def start_worker(env: dict[str, str], log_path: Path, concurrency: int = 2,
-                 queues: str | None = None, name: str = "w1") -> Proc:
-    args = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-P", "prefork",
-            "-c", str(concurrency), "-l", "INFO", "-E", "-n", f"{name}@%h",
-            "--without-gossip", "--without-mingle"]
+def start_worker(
+    env: dict[str, str],
+    log_path: Path,
+    concurrency: int = 2,
+    queues: str | None = None,
+    name: str = "w1",
+) -> Proc:
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker",
+        "worker",
+        "-P",
+        "prefork",
+        "-c",
+        str(concurrency),
+        "-l",
+        "INFO",
+        "-E",
+        "-n",
+        f"{name}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if queues:
         args += ["-Q", queues]
     proc = Proc(args, env, log_path)
-    wait_for(lambda: "ready." in proc.output() or proc.popen.poll() is not None, 60,
-             what=f"worker {name} to start")
+    wait_for(
+        lambda: "ready." in proc.output() or proc.popen.poll() is not None,
+        60,
+        what=f"worker {name} to start",
+    )
     if proc.popen.poll() is not None:
         raise RuntimeError(f"worker exited early:\n{proc.output()[-3000:]}")
     return proc
 
 
 def start_scheduler(env: dict[str, str], log_path: Path, interval: float = 0.2) -> Proc:
-    return Proc([sys.executable, "-m", "worker.cli", "scheduler", "--interval", str(interval)],
-                env, log_path)
+    return Proc(
+        [sys.executable, "-m", "worker.cli", "scheduler", "--interval", str(interval)],
+        env,
+        log_path,
+    )
 
 
 @contextmanager

@@ -60,7 +60,9 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--database-url", envvar="EVENTRELAY_DATABASE_URL", help="Default: EVENTRELAY_DATABASE_URL.")
+@click.option(
+    "--database-url", envvar="EVENTRELAY_DATABASE_URL", help="Default: EVENTRELAY_DATABASE_URL."
+)
 def migrate(database_url: str | None) -> None:
     """Create or upgrade the tables (Alembic upgrade head)."""
     from worker.migrate import upgrade
@@ -109,7 +111,9 @@ def worker(
 
 
 @cli.command()
-@click.option("--interval", type=float, help="Seconds between ticks (EVENTRELAY_SCHEDULER_INTERVAL_SECONDS).")
+@click.option(
+    "--interval", type=float, help="Seconds between ticks (EVENTRELAY_SCHEDULER_INTERVAL_SECONDS)."
+)
 @click.option("--once", is_flag=True, help="Run one tick and exit.")
 def scheduler(interval: float | None, once: bool) -> None:
     """Publish due deliveries and recover expired leases (safe to run twice)."""
@@ -148,8 +152,12 @@ class _LineError(Exception):
 @click.option("--operation", help="Operation of a single job.")
 @click.option("--payload", help="Payload of a single job, as JSON.")
 @click.option("--idempotency-key", help="Idempotency key of a single job.")
-@click.option("--json", "job_json", help="A whole job as JSON: {vendor, operation, payload, idempotency_key}.")
-@click.option("-f", "--file", "file_", type=click.File("r"), help="JSON lines of jobs ('-' for stdin).")
+@click.option(
+    "--json", "job_json", help="A whole job as JSON: {vendor, operation, payload, idempotency_key}."
+)
+@click.option(
+    "-f", "--file", "file_", type=click.File("r"), help="JSON lines of jobs ('-' for stdin)."
+)
 def send(
     vendor: str | None,
     operation: str | None,
@@ -171,18 +179,32 @@ def send(
         elif job_json is not None:
             jobs = [_loads(job_json, "--json")]
         elif vendor or operation or payload:
-            missing = [n for n, v in (("--vendor", vendor), ("--operation", operation),
-                                      ("--payload", payload)) if not v]
+            missing = [
+                n
+                for n, v in (
+                    ("--vendor", vendor),
+                    ("--operation", operation),
+                    ("--payload", payload),
+                )
+                if not v
+            ]
             if missing:
                 _fail(f"a single job needs {', '.join(missing)} too", EXIT_INVALID)
-            job = {"vendor": vendor, "operation": operation, "payload": _loads(payload, "--payload")}
+            job = {
+                "vendor": vendor,
+                "operation": operation,
+                "payload": _loads(payload, "--payload"),
+            }
             if idempotency_key is not None:
                 job["idempotency_key"] = idempotency_key
             jobs = [job]
         elif not sys.stdin.isatty():
             jobs = [job for _, job in _jobs_from_lines(sys.stdin)]
         else:
-            _fail("nothing to send: give --vendor/--operation/--payload, --json, or --file", EXIT_INVALID)
+            _fail(
+                "nothing to send: give --vendor/--operation/--payload, --json, or --file",
+                EXIT_INVALID,
+            )
         receipts = enqueue_many(jobs)
     except _LineError as exc:
         _fail(f"invalid input: {exc}; nothing was stored", EXIT_INVALID)
@@ -248,8 +270,17 @@ def status(as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title="eventrelay status")
-    for col in ("vendor", "pending", "delivering", "delivered", "dead", "suppressed",
-                "oldest pending", "queued (fresh/retry)", "circuit"):
+    for col in (
+        "vendor",
+        "pending",
+        "delivering",
+        "delivered",
+        "dead",
+        "suppressed",
+        "oldest pending",
+        "queued (fresh/retry)",
+        "circuit",
+    ):
         table.add_column(col)
     for name, entry in sorted(vendors.items()):
         c = entry["counts"]
@@ -259,9 +290,11 @@ def status(as_json: bool) -> None:
         if entry["parked_reason"]:
             circuit = f"parked: {entry['parked_reason']}"
         table.add_row(
-            name, *(str(c[s]) for s in ("pending", "delivering", "delivered", "dead", "suppressed")),
+            name,
+            *(str(c[s]) for s in ("pending", "delivering", "delivered", "dead", "suppressed")),
             f"{age:.0f}s" if age is not None else "-",
-            "/".join("?" if v is None else str(v) for v in q), circuit,
+            "/".join("?" if v is None else str(v) for v in q),
+            circuit,
         )
     Console().print(table)
 
@@ -282,8 +315,18 @@ def show(delivery_id: str, as_json: bool) -> None:
     if as_json:
         _print_json(data)
         return
-    for key in ("id", "vendor", "operation", "status", "attempts", "reason", "idempotency_key",
-                "created_at", "next_attempt_at", "finished_at"):
+    for key in (
+        "id",
+        "vendor",
+        "operation",
+        "status",
+        "attempts",
+        "reason",
+        "idempotency_key",
+        "created_at",
+        "next_attempt_at",
+        "finished_at",
+    ):
         click.echo(f"{key:>16}: {data[key]}")
     click.echo(f"{'payload':>16}: {json.dumps(data['payload'])}")
     for a in data["attempt_history"]:
@@ -296,12 +339,18 @@ def show(delivery_id: str, as_json: bool) -> None:
 # ---- dead letters -------------------------------------------------------------------------------
 
 
-def _dead_filter(ids: tuple[str, ...], vendor: str | None, reason: str | None,
-                 since: str | None, until: str | None) -> Any:
+def _dead_filter(
+    ids: tuple[str, ...],
+    vendor: str | None,
+    reason: str | None,
+    since: str | None,
+    until: str | None,
+) -> Any:
     from worker.operations import DeadFilter
 
-    return DeadFilter(ids=ids, vendor=vendor, reason=reason, since=_parse_when(since),
-                      until=_parse_when(until))
+    return DeadFilter(
+        ids=ids, vendor=vendor, reason=reason, since=_parse_when(since), until=_parse_when(until)
+    )
 
 
 _filter_options = [
@@ -327,8 +376,14 @@ def dlq() -> None:
 @_with_filters
 @click.option("--limit", default=100, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (documented shape).")
-def dlq_list(vendor: str | None, reason: str | None, since: str | None, until: str | None,
-             limit: int, as_json: bool) -> None:
+def dlq_list(
+    vendor: str | None,
+    reason: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """List dead deliveries, newest first, with their reasons."""
     from models.session import get_engine
     from worker.operations import count_dead, dead_letters
@@ -351,15 +406,26 @@ def dlq_list(vendor: str | None, reason: str | None, since: str | None, until: s
 @click.option("--all", "all_", is_flag=True, help="Replay every dead letter matching the filters.")
 @click.option("--dry-run", is_flag=True, help="Only say how many would be replayed.")
 @click.option("--json", "as_json", is_flag=True)
-def dlq_replay(ids: tuple[str, ...], vendor: str | None, reason: str | None, since: str | None,
-               until: str | None, all_: bool, dry_run: bool, as_json: bool) -> None:
+def dlq_replay(
+    ids: tuple[str, ...],
+    vendor: str | None,
+    reason: str | None,
+    since: str | None,
+    until: str | None,
+    all_: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
     """Send dead deliveries again (by id, or --all matching filters). Never re-sends delivered."""
     from models.session import get_engine
     from worker.operations import count_dead, replay
     from worker.producer import publish_after_commit
 
     if not ids and not (all_ or vendor or reason or since or until):
-        _fail("name delivery ids, or use --all / --vendor / --reason / --since / --until", EXIT_INVALID)
+        _fail(
+            "name delivery ids, or use --all / --vendor / --reason / --since / --until",
+            EXIT_INVALID,
+        )
     try:
         flt = _dead_filter(ids, vendor, reason, since, until)
         with get_engine().begin() as conn:
@@ -376,11 +442,15 @@ def dlq_replay(ids: tuple[str, ...], vendor: str | None, reason: str | None, sin
     if as_json:
         _print_json({"dry_run": dry_run, "count": count})
     else:
-        click.echo(f"{count} dead letter(s) {'would be' if dry_run else ''} replayed".replace("  ", " "))
+        click.echo(
+            f"{count} dead letter(s) {'would be' if dry_run else ''} replayed".replace("  ", " ")
+        )
 
 
 @dlq.command("purge")
-@click.option("--older-than", required=True, help="Age, e.g. 30d: delete dead letters older than it.")
+@click.option(
+    "--older-than", required=True, help="Age, e.g. 30d: delete dead letters older than it."
+)
 @click.option("--dry-run", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def dlq_purge(older_than: str, dry_run: bool, as_json: bool) -> None:
@@ -433,7 +503,9 @@ def vendors_resume(vendor: str) -> None:
     from worker.vendors import vendor_names
 
     if vendor not in vendor_names():
-        _fail(f"unknown vendor {vendor!r}; valid vendors: {', '.join(vendor_names())}", EXIT_INVALID)
+        _fail(
+            f"unknown vendor {vendor!r}; valid vendors: {', '.join(vendor_names())}", EXIT_INVALID
+        )
     url = get_settings().effective_redis_url
     was_parked = breaker.unpark(vendor, url) if url else False
     with get_engine().begin() as conn:

@@ -51,7 +51,8 @@ def status_counts(conn: Connection) -> dict[str, dict[str, Any]]:
         select(D.c.vendor, D.c.status, func.count()).group_by(D.c.vendor, D.c.status)
     ):
         entry = result.setdefault(
-            vendor, {"counts": {s.value: 0 for s in DeliveryStatus}, "oldest_pending_age_seconds": None}
+            vendor,
+            {"counts": {s.value: 0 for s in DeliveryStatus}, "oldest_pending_age_seconds": None},
         )
         entry["counts"][str(status)] = count
     for vendor, oldest in conn.execute(
@@ -163,9 +164,15 @@ def replay(conn: Connection, flt: DeadFilter) -> list[tuple[uuid.UUID, str, Lane
         update(D)
         .where(*flt.where())
         .values(
-            status=DeliveryStatus.PENDING, lane=Lane.RETRY, next_attempt_at=now, dispatched_at=now,
-            window_started_at=now, window_base_attempts=D.c.attempts, reason=None,
-            finished_at=None, updated_at=now,
+            status=DeliveryStatus.PENDING,
+            lane=Lane.RETRY,
+            next_attempt_at=now,
+            dispatched_at=now,
+            window_started_at=now,
+            window_base_attempts=D.c.attempts,
+            reason=None,
+            finished_at=None,
+            updated_at=now,
         )
         .returning(D.c.id, D.c.vendor, D.c.lane)
     ).all()
@@ -189,7 +196,9 @@ def resume_vendor(conn: Connection, vendor: str) -> list[tuple[uuid.UUID, str, L
     now = utcnow()
     rows = conn.execute(
         update(D)
-        .where(D.c.vendor == vendor, D.c.status == DeliveryStatus.PENDING, D.c.next_attempt_at > now)
+        .where(
+            D.c.vendor == vendor, D.c.status == DeliveryStatus.PENDING, D.c.next_attempt_at > now
+        )
         .values(next_attempt_at=now, dispatched_at=None, updated_at=now)
         .returning(D.c.id, D.c.vendor, D.c.lane)
     ).all()

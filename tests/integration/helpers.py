@@ -16,9 +16,13 @@ def delivery(delivery_id: Any) -> Any:
 
 def attempts(delivery_id: Any) -> list[Any]:
     with get_engine().connect() as conn:
-        return list(conn.execute(
-            select(Attempt.__table__).where(Attempt.delivery_id == delivery_id).order_by(Attempt.id)
-        ))
+        return list(
+            conn.execute(
+                select(Attempt.__table__)
+                .where(Attempt.delivery_id == delivery_id)
+                .order_by(Attempt.id)
+            )
+        )
 
 
 def wait_status(delivery_id: Any, *statuses: str, timeout: float = 30.0) -> Any:

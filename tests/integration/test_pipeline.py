@@ -33,9 +33,13 @@ def test_each_vendor_job_is_delivered_and_recorded(sample: str, mock_vendors: An
     assert len(mock_vendors.received(vendor)) == 1
 
 
-def test_repeated_idempotency_key_returns_the_first_delivery_and_sends_once(mock_vendors: Any) -> None:
+def test_repeated_idempotency_key_returns_the_first_delivery_and_sends_once(
+    mock_vendors: Any,
+) -> None:
     first = enqueue("vtcdn", "send_event", jobs.vtcdn_update(), idempotency_key="signup-1")
-    second = enqueue("vtcdn", "send_event", jobs.vtcdn_update(name="changed"), idempotency_key="signup-1")
+    second = enqueue(
+        "vtcdn", "send_event", jobs.vtcdn_update(name="changed"), idempotency_key="signup-1"
+    )
     assert second.delivery_id == first.delivery_id and second.duplicate is True
     wait_status(first.delivery_id, "delivered")
     time.sleep(0.5)
@@ -75,7 +79,9 @@ def test_retry_after_header_is_honoured(mock_vendors: Any) -> None:
     assert sent[1]["ts"] - sent[0]["ts"] >= 2.9
 
 
-def test_vendor_refusal_is_dead_lettered_with_its_reason_then_replayed(mock_vendors: Any, cli: Any) -> None:
+def test_vendor_refusal_is_dead_lettered_with_its_reason_then_replayed(
+    mock_vendors: Any, cli: Any
+) -> None:
     mock_vendors.set_faults("vtcdn", unknown_users=["new@example.com"])
     receipt = enqueue("vtcdn", "send_event", jobs.vtcdn_update(email="new@example.com"))
     row = wait_status(receipt.delivery_id, "dead")
@@ -85,7 +91,9 @@ def test_vendor_refusal_is_dead_lettered_with_its_reason_then_replayed(mock_vend
 
     listed = json.loads(cli("dlq", "list", "--vendor", "vtcdn", "--json").stdout)
     assert listed["total"] == 1 and listed["dead_letters"][0]["id"] == str(receipt.delivery_id)
-    dry = json.loads(cli("dlq", "replay", "--all", "--vendor", "vtcdn", "--dry-run", "--json").stdout)
+    dry = json.loads(
+        cli("dlq", "replay", "--all", "--vendor", "vtcdn", "--dry-run", "--json").stdout
+    )
     assert dry == {"dry_run": True, "count": 1}
     assert str(delivery(receipt.delivery_id).status) == "dead"  # a dry run changes nothing
 
@@ -105,12 +113,20 @@ def test_replay_never_resends_what_was_delivered(mock_vendors: Any, cli: Any) ->
     assert len(mock_vendors.received("gravityfield")) == 1
 
 
-def test_botsi_event_waits_for_the_users_profile_and_the_profile_id_is_recorded(mock_vendors: Any) -> None:
+def test_botsi_event_waits_for_the_users_profile_and_the_profile_id_is_recorded(
+    mock_vendors: Any,
+) -> None:
     mock_vendors.set_faults("botsi", fail_next=[500, 500])  # the profile needs three tries
-    profile, event = enqueue_many([
-        {"vendor": "botsi", "operation": "create_profile", "payload": jobs.botsi_profile("u-77")},
-        {"vendor": "botsi", "operation": "send_event", "payload": jobs.botsi_event("u-77")},
-    ])
+    profile, event = enqueue_many(
+        [
+            {
+                "vendor": "botsi",
+                "operation": "create_profile",
+                "payload": jobs.botsi_profile("u-77"),
+            },
+            {"vendor": "botsi", "operation": "send_event", "payload": jobs.botsi_event("u-77")},
+        ]
+    )
     wait_status(event.delivery_id, "delivered")
     sent = [r for r in mock_vendors.received("botsi") if r["status"] == 200]
     assert [r["path"] for r in sent] == ["/botsi/profiles", "/botsi/events"]
@@ -133,10 +149,16 @@ def test_botsi_event_is_dead_when_its_profile_is_dead(mock_vendors: Any) -> None
 
 
 def test_several_due_botsi_events_share_one_request_array(mock_vendors: Any) -> None:
-    receipts = enqueue_many([
-        {"vendor": "botsi", "operation": "send_event", "payload": jobs.botsi_event(f"batch-{i}")}
-        for i in range(10)
-    ])
+    receipts = enqueue_many(
+        [
+            {
+                "vendor": "botsi",
+                "operation": "send_event",
+                "payload": jobs.botsi_event(f"batch-{i}"),
+            }
+            for i in range(10)
+        ]
+    )
     for r in receipts:
         wait_status(r.delivery_id, "delivered")
     requests = mock_vendors.received("botsi")

@@ -1,0 +1,121 @@
+"""Vendor rules that need the whole pipeline: dedup, throttles, fleet-wide rate limit, parking."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration import jobs
+from tests.integration.helpers import attempts, delivery, wait_status
+from tests.support import Proc, start_worker, wait_for
+from worker.producer import enqueue, enqueue_many
+
+
+@pytest.mark.usefixtures("clean", "pipeline")
+def test_second_confirmation_for_the_same_order_is_never_sent(mock_vendors: Any) -> None:
+    confirm = {
+        "user": {"email": "buyer@example.com"},
+        "event": {"confirmation": {"orderId": "A-1", "total": 10}},
+    }
+    first = enqueue("vtcdn", "send_event", confirm)
+    again = enqueue(
+        "vtcdn", "send_event", confirm | {"user": {"_id": "42"}}, idempotency_key="other"
+    )
+    assert again.duplicate and again.delivery_id == first.delivery_id
+    wait_status(first.delivery_id, "delivered")
+    time.sleep(0.5)
+    assert len(mock_vendors.received("vtcdn")) == 1
+
+
+@pytest.mark.usefixtures("clean", "pipeline")
+def test_email_opens_within_20_minutes_are_suppressed_not_sent(mock_vendors: Any) -> None:
+    opened = {"user": {"email": "reader@example.com"}, "event": {"email_open": {"campaign": "c1"}}}
+    first = enqueue("vtcdn", "send_event", opened)
+    later = enqueue_many([{"vendor": "vtcdn", "operation": "send_event", "payload": opened}] * 2)
+    other_user = enqueue("vtcdn", "send_event", opened | {"user": {"email": "other@example.com"}})
+    assert [r.status for r in later] == ["suppressed", "suppressed"]
+    assert all(not r.duplicate for r in later)  # recorded as their own deliveries
+    wait_status(first.delivery_id, "delivered")
+    wait_status(other_user.delivery_id, "delivered")
+    assert "one per 1200s" in delivery(later[0].delivery_id).reason
+    time.sleep(0.5)
+    assert len(mock_vendors.received("vtcdn")) == 2
+
+
+@pytest.fixture
+def second_worker(clean: None, pipeline: Any, logs_dir: Path, child_env: Any) -> Iterator[Proc]:
+    proc = start_worker(
+        child_env(),
+        logs_dir / "second-worker.log",
+        concurrency=2,
+        queues="eventrelay.infobip,eventrelay.infobip.retry",
+        name="second",
+    )
+    yield proc
+    proc.stop()
+
+
+def test_infobip_rate_limit_holds_for_the_whole_fleet(
+    second_worker: Proc, mock_vendors: Any
+) -> None:
+    # INFOBIP_RATE_LIMIT=20 in tests; four processes in two workers share it through Redis, and
+    # the mock answers 429 like Infobip as soon as more than 20 arrive within one second.
+    mock_vendors.set_faults("infobip", rate_limit=20)
+    receipts = enqueue_many(
+        {
+            "vendor": "infobip",
+            "operation": "send_event",
+            "payload": jobs.infobip_event(transaction=f"t{i}"),
+        }
+        for i in range(80)
+    )
+    for r in receipts:
+        wait_status(r.delivery_id, "delivered", timeout=60)
+    times = sorted(r["ts"] for r in mock_vendors.received("infobip") if r["status"] == 201)
+    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert busiest <= 20
+    assert mock_vendors.stats()["infobip"]["rate_limited"] == 0
+    assert all(delivery(r.delivery_id).attempts == 1 for r in receipts)  # waiting spent nothing
+    assert times[-1] - times[0] >= 80 / 20 - 1.5
+
+
+@pytest.mark.usefixtures("clean", "pipeline")
+def test_rejected_credentials_park_the_vendor_until_resumed(mock_vendors: Any, cli: Any) -> None:
+    real_key = mock_vendors.credentials["infobip_api_key"]
+    mock_vendors.credentials["infobip_api_key"] = "rotated-by-the-vendor"
+    try:
+        receipts = enqueue_many(
+            {
+                "vendor": "infobip",
+                "operation": "send_event",
+                "payload": jobs.infobip_event(transaction=f"p{i}"),
+            }
+            for i in range(5)
+        )
+        wait_for(
+            lambda: (
+                json.loads(cli("status", "--json").stdout)["vendors"]["infobip"]["circuit"]
+                == "parked"
+            ),
+            20,
+            what="infobip to be parked",
+        )
+        time.sleep(1)
+        status = json.loads(cli("status", "--json").stdout)["vendors"]["infobip"]
+        assert "credentials rejected" in status["parked_reason"]
+        assert status["counts"]["dead"] == 0 and status["counts"]["pending"] == 5
+        assert len(mock_vendors.received("infobip")) == 1  # one 401 parks; no 401 storm
+        assert all(delivery(r.delivery_id).attempts == 0 for r in receipts)
+    finally:
+        mock_vendors.credentials["infobip_api_key"] = real_key  # the operator fixed the key
+    out = cli("vendors", "resume", "infobip").stdout
+    assert "unparked" in out
+    for r in receipts:
+        wait_status(r.delivery_id, "delivered")
+    parked_attempt = attempts(receipts[0].delivery_id)
+    assert [str(a.outcome) for a in parked_attempt][-1] == "delivered"
