@@ -29,7 +29,7 @@ TEST_ENV = {
     "EVENTRELAY_BROKER_URL": f"redis://{REDIS_HOST}/{TEST_REDIS_DB}",
     "EVENTRELAY_REDIS_URL": f"redis://{REDIS_HOST}/{TEST_REDIS_DB}",
     "EVENTRELAY_BACKOFF_BASE_SECONDS": "0.2",
-    "EVENTRELAY_BACKOFF_CAP_SECONDS": "1",
+    "EVENTRELAY_BACKOFF_CAP_SECONDS": "10",
     "EVENTRELAY_READ_TIMEOUT_SECONDS": "1.5",
     "EVENTRELAY_CONNECT_TIMEOUT_SECONDS": "1",
     "EVENTRELAY_LEASE_SECONDS": "20",
@@ -119,7 +119,8 @@ def _child_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
+# Per module, so tests that start workers of their own never race a worker left running.
+@pytest.fixture(scope="module")
 def pipeline(database_url: str, mock_vendors: Any, logs_dir: Path) -> Iterator[dict[str, Proc]]:
     """A real Celery worker (prefork, 2 processes) and a real scheduler."""
     env = _child_env()

@@ -78,7 +78,7 @@ class Proc:
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
         self.popen = subprocess.Popen(
             args,
             env=env,

@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import dataclass
 
+from worker.ratelimit import COOLDOWN_KEY
 from worker.redis_client import get_redis
 
 FAILURE_THRESHOLD = 5
@@ -39,16 +40,18 @@ class Gate:
 
 def check(vendor: str, redis_url: str) -> Gate:
     client = get_redis(redis_url)
-    parked, open_ms, failures = (
-        client.pipeline()
-        .get(_PARKED.format(vendor=vendor))
-        .pttl(_OPEN.format(vendor=vendor))
-        .get(_FAILURES.format(vendor=vendor))
-        .execute()
-    )
+    pipe = client.pipeline()
+    pipe.get(_PARKED.format(vendor=vendor))
+    pipe.pttl(_OPEN.format(vendor=vendor))
+    pipe.get(_FAILURES.format(vendor=vendor))
+    pipe.pttl(COOLDOWN_KEY.format(vendor=vendor))
+    parked, open_ms, failures, cooldown_ms = pipe.execute()
     if parked:
         info = json.loads(parked)
         return Gate(False, PARKED_RECHECK_SECONDS, f"vendor parked: {info.get('reason')}")
+    if isinstance(cooldown_ms, int) and cooldown_ms > 0:
+        # The vendor said 429 (with Retry-After): the whole fleet waits that long.
+        return Gate(False, cooldown_ms / 1000, "vendor asked us to slow down (429)")
     if isinstance(open_ms, int) and open_ms > 0:
         return Gate(False, open_ms / 1000, "circuit open after repeated failures")
     if failures is not None and int(failures) >= FAILURE_THRESHOLD:

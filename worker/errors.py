@@ -1,7 +1,7 @@
 """eventrelay's exceptions, drawn once.
 
     EventRelayError                 base of everything eventrelay raises on purpose
-    ├── InvalidJob                  refused at the door; nothing was stored (`.errors` has field paths)
+    ├── InvalidJob                  refused at the door, nothing stored (`.errors`: field paths)
     ├── ConfigurationError          a setting is missing or wrong (`.env_var` names what to set)
     ├── DeliveryNotFound            no delivery with that id
     └── DeliveryFailed              one attempt to hand a job to its vendor failed

@@ -75,7 +75,7 @@ def test_retry_after_header_is_honoured(mock_vendors: Any) -> None:
     wait_status(receipt.delivery_id, "delivered", timeout=30)
     sent = mock_vendors.received("infobip")
     assert [r["status"] for r in sent] == [429, 201]
-    # Backoff in tests is capped at 1 s, so only Retry-After explains a gap of 3 s.
+    # Backoff in tests starts at 0.2 s, so only Retry-After explains a gap of 3 s.
     assert sent[1]["ts"] - sent[0]["ts"] >= 2.9
 
 

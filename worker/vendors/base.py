@@ -201,10 +201,13 @@ class Vendor(ABC):
             return "no response body"
         return json.dumps(body)[:200]
 
-    def on_delivered(
+    def on_delivered(  # noqa: B027 (an optional hook, not abstract)
         self, conn: Connection, delivery_id: uuid.UUID, operation: str, response_json: Any
     ) -> None:
-        """Record what the vendor returned (e.g. ids), in the transaction that marks it delivered."""
+        """Record what the vendor returned (e.g. ids) in the transaction marking it delivered.
+
+        Most vendors return nothing worth keeping, so the default does nothing.
+        """
 
     # ---- settings -----------------------------------------------------------------------
 

@@ -82,7 +82,8 @@ class Event(BaseModel):
         if isinstance(value, dict):
             if len(value) != 1:
                 raise ValueError(
-                    f"must hold exactly one event type (e.g. {{'update': {{...}}}}), got {len(value)}"
+                    "must hold exactly one event type (e.g. {'update': {...}}), "
+                    f"got {len(value)}"
                 )
             ((name, body),) = value.items()
             if not isinstance(body, dict):

@@ -1,0 +1,141 @@
+"""Retry scheduling lives in the database: leases, visibility timeout, two schedulers, cleanup."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from models.base import utcnow
+from models.delivery import Delivery
+from models.idempotency import IdempotencyKey
+from models.session import get_engine
+from tests.integration import jobs
+from tests.integration.helpers import attempts, delivery, wait_status
+from tests.support import Proc, start_scheduler, start_worker, wait_for
+from worker.producer import enqueue, enqueue_many
+from worker.scheduler import Scheduler
+
+
+@pytest.fixture
+def short_visibility_worker(
+    clean: None, database_url: str, mock_vendors: Any, logs_dir: Path, child_env: Any
+) -> Iterator[dict[str, Proc]]:
+    env = child_env(EVENTRELAY_VISIBILITY_TIMEOUT_SECONDS="2")
+    worker = start_worker(
+        env,
+        logs_dir / "vis-worker.log",
+        queues="eventrelay.vtcdn,eventrelay.vtcdn.retry",
+        name="vis",
+    )
+    scheduler = start_scheduler(env, logs_dir / "vis-scheduler.log")
+    yield {"worker": worker, "scheduler": scheduler}
+    scheduler.stop()
+    worker.stop()
+
+
+def test_a_retry_delay_longer_than_the_visibility_timeout_does_not_send_twice(
+    short_visibility_worker: Any, mock_vendors: Any
+) -> None:
+    # Broker redelivers unacked messages after 2 s; the vendor asks us to wait 6 s.
+    mock_vendors.set_faults("vtcdn", retry_after=6, retry_after_count=1)
+    receipt = enqueue("vtcdn", "send_event", jobs.vtcdn_update())
+    wait_status(receipt.delivery_id, "delivered", timeout=30)
+    time.sleep(3)  # longer than the visibility timeout again
+    sent = mock_vendors.received("vtcdn")
+    assert [r["status"] for r in sent] == [429, 200]
+    assert sent[1]["ts"] - sent[0]["ts"] >= 5.9
+    assert delivery(receipt.delivery_id).attempts == 2
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_killed_worker_loses_nothing_its_deliveries_come_back_after_the_lease(
+    mock_vendors: Any, logs_dir: Path, child_env: Any
+) -> None:
+    env = child_env(EVENTRELAY_LEASE_SECONDS="4")
+    doomed = start_worker(
+        env, logs_dir / "doomed.log", concurrency=1, queues="eventrelay.gravityfield", name="doomed"
+    )
+    mock_vendors.set_faults("gravityfield", hang_seconds=1.2)  # in flight long enough to kill
+    receipt = enqueue("gravityfield", "send_event", jobs.gravityfield_event(uid="u-kill"))
+    wait_for(lambda: str(delivery(receipt.delivery_id).status) == "delivering", 15, what="claim")
+    doomed.signal(signal.SIGKILL)
+    doomed.stop()
+    mock_vendors.set_faults("gravityfield", clear=True)
+    survivor = start_worker(
+        env,
+        logs_dir / "survivor.log",
+        concurrency=1,
+        queues="eventrelay.gravityfield,eventrelay.gravityfield.retry",
+        name="survivor",
+    )
+    scheduler = start_scheduler(env, logs_dir / "kill-scheduler.log")
+    try:
+        row = wait_status(receipt.delivery_id, "delivered", timeout=40)
+    finally:
+        scheduler.stop()
+        survivor.stop()
+    outcomes = [str(a.outcome) for a in attempts(receipt.delivery_id)]
+    assert outcomes[0] == "lost" and outcomes[-1] == "delivered"
+    assert row.attempts == len(outcomes)
+
+
+@pytest.mark.usefixtures("clean")
+def test_two_schedulers_publish_each_due_delivery_once(redis_client: Any) -> None:
+    from worker.publish import publish_many  # noqa: F401  (same code path the scheduler uses)
+
+    receipts = enqueue_many(
+        {
+            "vendor": "gravityfield",
+            "operation": "send_event",
+            "payload": jobs.gravityfield_event(uid=f"s{i}"),
+        }
+        for i in range(50)
+    )
+    redis_client.flushdb()  # the messages are lost...
+    with get_engine().begin() as conn:  # ...and the rows say they were never published
+        conn.execute(update(Delivery).values(dispatched_at=None))
+    a, b = Scheduler(), Scheduler()
+    first, second = a.tick(), b.tick()
+    assert first.dispatched + second.dispatched == len(receipts)
+    published = sum(
+        1 for raw in redis_client.lrange("eventrelay.gravityfield", 0, -1) for _ in [raw]
+    )
+    assert published == 3  # 50 ids in messages of up to 20
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_flushed_broker_gets_every_pending_delivery_published_again(redis_client: Any) -> None:
+    enqueue_many(
+        {
+            "vendor": "vtcdn",
+            "operation": "send_event",
+            "payload": jobs.vtcdn_update(email=f"f{i}@x.io"),
+        }
+        for i in range(5)
+    )
+    Scheduler().tick()  # marks the broker's epoch
+    redis_client.flushdb()
+    summary = Scheduler().tick()
+    assert summary.broker_reset and summary.dispatched == 5
+    assert redis_client.llen("eventrelay.vtcdn") == 1
+
+
+@pytest.mark.usefixtures("clean")
+def test_expired_idempotency_keys_are_cleaned_up_and_the_key_can_be_used_again() -> None:
+    first = enqueue("vtcdn", "send_event", jobs.vtcdn_update(), idempotency_key="weekly")
+    with get_engine().begin() as conn:
+        conn.execute(update(IdempotencyKey).values(expires_at=utcnow() - timedelta(seconds=1)))
+    again = enqueue("vtcdn", "send_event", jobs.vtcdn_update(), idempotency_key="weekly")
+    assert not again.duplicate and again.delivery_id != first.delivery_id
+    with get_engine().begin() as conn:
+        conn.execute(update(IdempotencyKey).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert Scheduler().tick().keys_purged == 1
+    with get_engine().connect() as conn:
+        assert conn.execute(select(func.count()).select_from(IdempotencyKey)).scalar_one() == 0
