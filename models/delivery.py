@@ -5,9 +5,9 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Table, Text, Uuid
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -122,3 +122,8 @@ class Attempt(Base):
     delivery: Mapped[Delivery] = relationship(back_populates="attempt_history", lazy="raise")
 
     __table_args__ = (Index("ix_delivery_attempts_delivery_id", "delivery_id", "number"),)
+
+
+# Typed handles for Core statements on the hot paths.
+DELIVERIES = cast(Table, Delivery.__table__)
+ATTEMPTS = cast(Table, Attempt.__table__)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import String, Uuid
+from sqlalchemy import String, Table, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
@@ -20,3 +21,6 @@ class BotsiProfile(Base):
     customer_user_id: Mapped[str | None] = mapped_column(String(255), index=True)
     delivery_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+BOTSI_PROFILES = cast(Table, BotsiProfile.__table__)

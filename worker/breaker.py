@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from worker.ratelimit import COOLDOWN_KEY
 from worker.redis_client import get_redis
@@ -71,7 +72,10 @@ def record_failure(vendor: str, redis_url: str) -> bool:
     """Count a retryable failure; True if this opened the circuit."""
     client = get_redis(redis_url)
     key = _FAILURES.format(vendor=vendor)
-    failures, _ = client.pipeline().incr(key).expire(key, int(OPEN_SECONDS * 8)).execute()
+    pipe = client.pipeline()
+    pipe.incr(key)
+    pipe.expire(key, int(OPEN_SECONDS * 8))
+    failures, _ = pipe.execute()
     if int(failures) >= FAILURE_THRESHOLD:
         client.delete(_PROBE.format(vendor=vendor))
         return bool(
@@ -90,8 +94,8 @@ def unpark(vendor: str, redis_url: str) -> bool:
 
 
 def parked_reason(vendor: str, redis_url: str) -> str | None:
-    raw = get_redis(redis_url).get(_PARKED.format(vendor=vendor))
-    return json.loads(raw).get("reason") if raw else None
+    raw = cast(bytes | None, get_redis(redis_url).get(_PARKED.format(vendor=vendor)))
+    return str(json.loads(raw).get("reason")) if raw else None
 
 
 def state(vendor: str, redis_url: str) -> str:
@@ -99,9 +103,9 @@ def state(vendor: str, redis_url: str) -> str:
     client = get_redis(redis_url)
     if client.exists(_PARKED.format(vendor=vendor)):
         return "parked"
-    if client.pttl(_OPEN.format(vendor=vendor)) > 0:
+    if cast(int, client.pttl(_OPEN.format(vendor=vendor))) > 0:
         return "open"
-    failures = client.get(_FAILURES.format(vendor=vendor))
+    failures = cast(bytes | None, client.get(_FAILURES.format(vendor=vendor)))
     if failures is not None and int(failures) >= FAILURE_THRESHOLD:
         return "half-open"
     return "closed"

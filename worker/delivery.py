@@ -19,10 +19,16 @@ from typing import Any
 from sqlalchemy import Connection, and_, insert, select, tuple_, update
 
 from models.base import utcnow
-from models.delivery import Attempt, AttemptOutcome, Delivery, DeliveryStatus, Lane
+from models.delivery import (
+    ATTEMPTS,
+    DELIVERIES,
+    AttemptOutcome,
+    DeliveryStatus,
+    Lane,
+)
 
-D = Delivery.__table__
-A = Attempt.__table__
+D = DELIVERIES
+A = ATTEMPTS
 
 # Worker and producer clocks may disagree a little; a fresh job must still be claimable.
 CLAIM_CLOCK_SKEW_SECONDS = 2.0

@@ -16,11 +16,11 @@ from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from models.base import utcnow
-from models.delivery import Attempt, Delivery, DeliveryStatus, Lane
+from models.delivery import ATTEMPTS, DELIVERIES, DeliveryStatus, Lane
 from worker.errors import DeliveryNotFound, EventRelayError
 
-D = Delivery.__table__
-A = Attempt.__table__
+D = DELIVERIES
+A = ATTEMPTS
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from models.base import new_id, utcnow
-from models.delivery import Delivery, DeliveryStatus, Lane
-from models.idempotency import IdempotencyKey
+from models.delivery import DELIVERIES, DeliveryStatus, Lane
+from models.idempotency import IDEMPOTENCY_KEYS
 from models.session import get_engine
 from worker.config import Settings, get_settings
 from worker.errors import EventRelayError, FieldError, InvalidJob
@@ -32,8 +32,8 @@ from worker.vendors.base import PreparedJob
 
 log = logging.getLogger("eventrelay.producer")
 
-D = Delivery.__table__
-K = IdempotencyKey.__table__
+D = DELIVERIES
+K = IDEMPOTENCY_KEYS
 MAX_KEY_CHARS = 255
 THROTTLE_PREFIX = "~throttle:"
 
@@ -210,8 +210,8 @@ def record_jobs(
     suppressed: dict[int, str] = {}
     for i in fresh:
         if jobs[i].throttle:
-            key, window = jobs[i].throttle  # type: ignore[misc]
-            tkey = (jobs[i].vendor, THROTTLE_PREFIX + key)
+            throttle_key, window = jobs[i].throttle  # type: ignore[misc]
+            tkey = (jobs[i].vendor, THROTTLE_PREFIX + throttle_key)
             if tkey in throttles:
                 suppressed[i] = f"suppressed: {jobs[i].vendor} allows one per {window:g}s window"
             else:

@@ -48,7 +48,7 @@ def acquire(vendor: str, per_second: float, max_wait_seconds: float, redis_url: 
     client = get_redis(redis_url)
     interval_ms = 1000.0 * HEADROOM / per_second
     wait_ms = float(
-        client.eval(
+        client.eval(  # type: ignore[arg-type]
             _RESERVE,
             2,
             SLOT_KEY.format(vendor=vendor),

@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import Connection, delete, or_, select, tuple_, update
 
 from models.base import utcnow
-from models.delivery import Delivery, DeliveryStatus, Lane
-from models.idempotency import IdempotencyKey
+from models.delivery import DELIVERIES, DeliveryStatus, Lane
+from models.idempotency import IDEMPOTENCY_KEYS
 from models.session import get_engine
 from worker import breaker
 from worker.config import Settings, get_settings
@@ -32,8 +32,8 @@ from worker.vendors import vendor_names
 
 log = logging.getLogger("eventrelay.scheduler")
 
-D = Delivery.__table__
-K = IdempotencyKey.__table__
+D = DELIVERIES
+K = IDEMPOTENCY_KEYS
 
 DISPATCH_LIMIT_PER_TICK = 5000
 # A pending delivery whose vendor queues are empty, published this long ago, lost its message.

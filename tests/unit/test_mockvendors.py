@@ -28,6 +28,7 @@ except ModuleNotFoundError as missing:  # run without an install or a root conft
         raise
     sys.path.insert(0, str(REPO))
     from worker.mockvendors import DEFAULT_CREDENTIALS, MockVendors, main
+
 PERSON_PATH = "/infobip/peopleevents/2/persons/{person}/definitions/{definition}/events"
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -35,12 +36,12 @@ ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 BOTSI_AUTH = {"Authorization": DEFAULT_CREDENTIALS["botsi_secret_key"]}
 VTCDN_AUTH = {"Authorization": DEFAULT_CREDENTIALS["vtcdn_api_key"]}
 INFOBIP_AUTH = {"Authorization": f"App {DEFAULT_CREDENTIALS['infobip_api_key']}"}
+GF_AUTH = {"Authorization": f"Bearer {DEFAULT_CREDENTIALS['gravityfield_token']}"}
 ENV_NAMES = {
     "BOTSI_BASE_URL", "VTCDN_BASE_URL", "INFOBIP_BASE_URL", "GRAVITYFIELD_BASE_URL",
     "BOTSI_SECRET_KEY", "VTCDN_API_KEY", "INFOBIP_API_KEY", "GRAVITYFIELD_TOKEN",
     "GRAVITYFIELD_SITE_KEY",
 }  # fmt: skip
-GF_AUTH = {"Authorization": f"Bearer {DEFAULT_CREDENTIALS['gravityfield_token']}"}
 
 PROFILE: dict[str, Any] = {
     "country": "US",

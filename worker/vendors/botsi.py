@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic_settings import SettingsConfigDict
 from sqlalchemy import Connection
 
-from models import BotsiProfile
+from models.identity import BOTSI_PROFILES
 from worker.sql import insert_ignore
 from worker.vendors.base import OutboundRequest, Vendor, VendorSettings
 from worker.vendors.keys import derived_key
@@ -110,9 +110,10 @@ class Botsi(Vendor):
         return "create_profile" if operation == "send_event" else None
 
     def build_request(self, operation: str, payloads: Sequence[dict[str, Any]]) -> OutboundRequest:
+        json_body: dict[str, Any] | list[dict[str, Any]]
         if operation == "create_profile":
-            (body,) = payloads
-            path, json_body = "/profiles", body
+            (json_body,) = payloads
+            path = "/profiles"
         else:
             path, json_body = "/events", list(payloads)
         return OutboundRequest(
@@ -134,7 +135,7 @@ class Botsi(Vendor):
         if isinstance(data, dict) and isinstance(data.get("profileId"), str):
             insert_ignore(
                 conn,
-                BotsiProfile.__table__,
+                BOTSI_PROFILES,
                 [
                     {
                         "profile_id": data["profileId"],

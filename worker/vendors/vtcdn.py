@@ -99,7 +99,7 @@ class SendEvent(BaseModel):
 
 
 def _event_type(payload: dict[str, Any]) -> str:
-    return next(iter(payload["event"]))
+    return str(next(iter(payload["event"])))
 
 
 def _user_identity(payload: dict[str, Any]) -> str:
