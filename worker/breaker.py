@@ -100,12 +100,15 @@ def parked_reason(vendor: str, redis_url: str) -> str | None:
 
 def state(vendor: str, redis_url: str) -> str:
     """closed / open / half-open / parked, for `status` and metrics."""
-    client = get_redis(redis_url)
-    if client.exists(_PARKED.format(vendor=vendor)):
+    pipe = get_redis(redis_url).pipeline()
+    pipe.exists(_PARKED.format(vendor=vendor))
+    pipe.pttl(_OPEN.format(vendor=vendor))
+    pipe.get(_FAILURES.format(vendor=vendor))
+    parked, open_ms, failures = pipe.execute()
+    if parked:
         return "parked"
-    if cast(int, client.pttl(_OPEN.format(vendor=vendor))) > 0:
+    if isinstance(open_ms, int) and open_ms > 0:
         return "open"
-    failures = cast(bytes | None, client.get(_FAILURES.format(vendor=vendor)))
     if failures is not None and int(failures) >= FAILURE_THRESHOLD:
         return "half-open"
     return "closed"

@@ -14,13 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import after_setup_logger, worker_process_init
 from kombu.entity import Queue
 
 from worker.config import get_settings
-from worker.queues import all_queues
+from worker.queues import INGEST_QUEUE, all_queues
 
 TASK_NAME_DELIVER = "eventrelay.deliver"
+TASK_NAME_INGEST = "eventrelay.ingest"
 
 
 def make_app() -> Celery:
@@ -51,6 +52,7 @@ def make_app() -> Celery:
         task_send_sent_event=True,
         task_queues=[Queue(name) for name in all_queues()],
         task_default_queue="eventrelay.default",
+        task_routes={TASK_NAME_INGEST: {"queue": INGEST_QUEUE}},
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
@@ -64,8 +66,20 @@ app = make_app()
 def _fresh_connections_after_fork(**_: Any) -> None:
     # Pooled connections must not cross fork() (SQLAlchemy pooling docs).
     from models.session import reset_engine
+    from worker.vendors import get_vendor, vendor_names
 
     reset_engine()
+    for name in vendor_names():
+        get_vendor(name)  # registers every vendor's secrets for redaction before any log line
+
+
+@after_setup_logger.connect
+def _eventrelay_logging(**_: Any) -> None:
+    # Celery leaves the root logger alone (worker_hijack_root_logger=False): give eventrelay's
+    # loggers their own handler, JSON when EVENTRELAY_LOG_JSON is set.
+    from worker.logs import configure
+
+    configure(json_lines=get_settings().log_json)
 
 
 import worker.tasks  # noqa: E402,F401  (registers the tasks on `app`)

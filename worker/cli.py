@@ -128,6 +128,17 @@ def scheduler(interval: float | None, once: bool) -> None:
     sched.run(interval)
 
 
+@cli.command()
+@click.option("--port", default=9808, show_default=True, type=int)
+@click.option("--host", default="0.0.0.0", show_default=True)
+def metrics(port: int, host: str) -> None:
+    """Serve Prometheus metrics (read from the database and Redis at each scrape)."""
+    from worker.metrics import serve
+
+    click.echo(f"eventrelay metrics on http://{host}:{port}/metrics", err=True)
+    serve(port, host)
+
+
 @cli.command("mock-vendors")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8025, show_default=True, type=int)

@@ -20,7 +20,11 @@ def vendor_queues(vendor: str) -> list[str]:
     return [queue_name(vendor, Lane.FRESH), queue_name(vendor, Lane.RETRY)]
 
 
+# Remote producers (only Celery installed) send jobs here; a worker validates and records them.
+INGEST_QUEUE = f"{QUEUE_PREFIX}.ingest"
+
+
 def all_queues() -> list[str]:
     from worker.vendors import vendor_names
 
-    return [q for v in vendor_names() for q in vendor_queues(v)]
+    return [q for v in vendor_names() for q in vendor_queues(v)] + [INGEST_QUEUE]

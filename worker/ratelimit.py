@@ -15,6 +15,7 @@ A 429 from the vendor anyway sets a cooldown that every process respects.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from worker.redis_client import get_redis
 
@@ -45,10 +46,11 @@ return tostring(wait)
 
 def acquire(vendor: str, per_second: float, max_wait_seconds: float, redis_url: str) -> bool:
     """Reserve one send slot for `vendor` and sleep until it; False if it is too far away."""
-    client = get_redis(redis_url)
+    # redis-py's stubs differ between versions (sync/async unions): keep this call untyped.
+    client: Any = get_redis(redis_url)
     interval_ms = 1000.0 * HEADROOM / per_second
     wait_ms = float(
-        client.eval(  # type: ignore[arg-type]
+        client.eval(
             _RESERVE,
             2,
             SLOT_KEY.format(vendor=vendor),

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from worker.batch import process_batch
-from worker.celery_app import TASK_NAME_DELIVER, app
+from worker.celery_app import TASK_NAME_DELIVER, TASK_NAME_INGEST, app
 from worker.config import get_settings
 from worker.publish import publish_many
 
@@ -48,3 +48,27 @@ def deliver(
             if key != "vendor":
                 totals[key] = totals.get(key, 0) + value
     return totals
+
+
+@app.task(name=TASK_NAME_INGEST, ignore_result=True)
+def ingest(jobs: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Validate and record jobs sent by a producer that has only Celery installed.
+
+        celery_app.send_task("eventrelay.ingest", args=[[{"vendor": ..., "operation": ...,
+                             "payload": {...}, "idempotency_key": ...}]], queue="eventrelay.ingest")
+
+    Invalid jobs are refused whole (nothing stored) and logged with the reason; retrying
+    cannot fix them, so the message is not retried.
+    """
+    from worker.errors import InvalidJob
+    from worker.producer import enqueue_many
+
+    if not isinstance(jobs, list) or args or kwargs:
+        log.error("dropping malformed ingest message: expected one list of jobs")
+        return {"error": "malformed message: expected one list of jobs"}
+    try:
+        receipts = enqueue_many(jobs)
+    except InvalidJob as exc:
+        log.error("refused ingested jobs: %s", exc)
+        return exc.as_dict()
+    return {"receipts": [r.as_dict() for r in receipts]}

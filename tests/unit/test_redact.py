@@ -14,3 +14,46 @@ def test_registered_secrets_are_removed_and_text_is_truncated() -> None:
     register_secrets(["s3cr3t-value"])
     out = redact("auth failed for s3cr3t-value " + "x" * 1000, limit=100)
     assert "s3cr3t-value" not in out and len(out) == 100
+
+
+def test_json_log_lines_carry_the_attempt_fields() -> None:
+    import io
+    import json
+    import logging
+    import uuid
+    from datetime import UTC, datetime
+
+    from models.delivery import AttemptOutcome, Lane
+    from worker.delivery import Claimed, Outcome
+    from worker.logs import JsonFormatter, log_attempt
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("eventrelay.attempt")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        claimed = Claimed(
+            uuid.uuid4(), "vtcdn", "send_event", {}, 3, datetime.now(UTC), 0, None, Lane.RETRY
+        )
+        log_attempt(
+            Outcome(
+                claimed,
+                AttemptOutcome.DEAD,
+                status_code=400,
+                duration_ms=12,
+                reason="HTTP 400: User not found: a@b.io",
+            )
+        )
+    finally:
+        logger.removeHandler(handler)
+    line = json.loads(stream.getvalue())
+    assert line["delivery_id"] == str(claimed.id) and line["attempt"] == 3
+    assert (line["vendor"], line["operation"], line["outcome"], line["status_code"]) == (
+        "vtcdn",
+        "send_event",
+        "dead",
+        400,
+    )
+    assert line["duration_ms"] == 12 and "a@b.io" not in stream.getvalue()
