@@ -30,6 +30,13 @@ def make_app() -> Celery:
     # Below the lease, so a task is stopped before another worker may take its deliveries.
     soft_limit = settings.lease_seconds * 0.8
     hard_limit = settings.lease_seconds * 0.9
+    transport_options: dict[str, Any] = {
+        "visibility_timeout": settings.visibility_timeout_seconds,
+        "socket_connect_timeout": 3,
+        "socket_timeout": 10,
+    }
+    if settings.broker_url.startswith("filesystem://"):
+        transport_options = filesystem_transport_options(settings.broker_folder)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -38,11 +45,7 @@ def make_app() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={
-            "visibility_timeout": settings.visibility_timeout_seconds,
-            "socket_connect_timeout": 3,
-            "socket_timeout": 10,
-        },
+        broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
         task_soft_time_limit=soft_limit,
@@ -57,6 +60,20 @@ def make_app() -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     return app
+
+
+def filesystem_transport_options(folder: str) -> dict[str, Any]:
+    """A serverless broker in a folder: producer and workers read and write the same one."""
+    from pathlib import Path
+
+    base = Path(folder)
+    for sub in ("queue", "control"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(base / "queue"),
+        "data_folder_out": str(base / "queue"),
+        "control_folder": str(base / "control"),
+    }
 
 
 app = make_app()

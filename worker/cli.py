@@ -139,6 +139,29 @@ def metrics(port: int, host: str) -> None:
     serve(port, host)
 
 
+@cli.command()
+@click.option(
+    "--users",
+    default=25,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Users to simulate (about 6 jobs each).",
+)
+@click.option(
+    "--timeout",
+    default=120.0,
+    show_default=True,
+    type=float,
+    help="Stop waiting after this many seconds.",
+)
+def demo(users: int, timeout: float) -> None:
+    """Run the whole pipeline locally against the mock vendors, with live progress."""
+    from worker.demo import run_demo
+
+    result = run_demo(users=users, timeout_seconds=timeout)
+    sys.exit(0 if result.finished else 1)
+
+
 @cli.command("mock-vendors")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8025, show_default=True, type=int)

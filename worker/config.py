@@ -23,6 +23,8 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str = DEFAULT_BROKER_URL
+    # Only for a `filesystem://` broker (the demo without Redis): where messages are kept.
+    broker_folder: str = ".eventrelay-broker"
     # Where the fleet-wide rate limiter, circuit breaker and parking live. Defaults to the broker
     # when the broker is Redis.
     redis_url: str | None = None
