@@ -256,14 +256,14 @@ def _jobs_from_lines(stream: Any) -> Iterator[tuple[int, Any]]:
             continue
         try:
             yield lineno, json.loads(line)
-        except ValueError as exc:
-            raise _LineError(lineno, f"not valid JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:
+            raise _LineError(lineno, f"not valid JSON ({type(exc).__name__}: {exc})") from None
 
 
 def _loads(text: str | None, what: str) -> Any:
     try:
         return json.loads(text or "")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise _LineError(0, f"{what} is not valid JSON ({exc})") from None
 
 

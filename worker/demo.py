@@ -390,12 +390,12 @@ def _watch(console: Console, result: DemoResult, timeout_seconds: float) -> bool
 def _summary(console: Console, result: DemoResult, mock_stats: dict[str, Any]) -> None:
     console.print(_table(result.counts, "summary"))
     sent = {v: s.get("accepted", 0) for v, s in mock_stats.items()}
+    per_vendor = ", ".join(f"{v} {n}" for v, n in sorted(sent.items()))
+    duplicate_sends = sum(s.get("duplicates", 0) for s in mock_stats.values())
     console.print(
-        f"accepted {result.accepted} jobs ({result.duplicates} duplicates returned the first delivery); "
-        f"vendors accepted {sum(sent.values())} requests "
-        f"({', '.join(f'{v} {n}' for v, n in sorted(sent.items()))}); "
-        f"duplicate sends seen by the vendors: {sum(s.get('duplicates', 0) for s in mock_stats.values())}; "
-        f"{result.seconds:.1f}s"
+        f"accepted {result.accepted} jobs ({result.duplicates} duplicates returned the first "
+        f"delivery); vendors accepted {sum(sent.values())} requests ({per_vendor}); "
+        f"duplicate sends seen by the vendors: {duplicate_sends}; {result.seconds:.1f}s"
     )
     if not result.finished:
         console.print("[yellow]stopped waiting before every delivery finished[/yellow]")

@@ -35,6 +35,8 @@ log = logging.getLogger("eventrelay.producer")
 D = DELIVERIES
 K = IDEMPOTENCY_KEYS
 MAX_KEY_CHARS = 255
+# Deeper JSON than any vendor body needs; past this, recursion in encoders is the risk.
+MAX_NESTING_DEPTH = 32
 THROTTLE_PREFIX = "~throttle:"
 
 
@@ -95,6 +97,10 @@ def validate_job(
                 f"characters, not starting with {THROTTLE_PREFIX!r}",
             )
         )
+    if _depth(payload) > MAX_NESTING_DEPTH:
+        raise InvalidJob(
+            [FieldError("payload", f"is nested deeper than {MAX_NESTING_DEPTH} levels")]
+        )
     try:
         encoded = json.dumps(payload, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
@@ -110,6 +116,20 @@ def validate_job(
     if errors:
         raise InvalidJob(errors)
     return adapter.prepare(operation, json.loads(encoded), idempotency_key)
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of lists/dicts, without recursion (hostile input can be very deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if deepest > MAX_NESTING_DEPTH:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def enqueue(
