@@ -1,0 +1,34 @@
+"""Settings of the test Django project: PostgreSQL through psycopg 3, on eventrelay's database.
+
+The database comes from EVENTRELAY_DJANGO_DATABASE_URL (the tests set it from the
+`database_url` fixture), else EVENTRELAY_DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy.engine import make_url
+
+_url = make_url(
+    os.environ.get("EVENTRELAY_DJANGO_DATABASE_URL") or os.environ["EVENTRELAY_DATABASE_URL"]
+)
+
+SECRET_KEY = "eventrelay-tests-only"
+DEBUG = False
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+INSTALLED_APPS = ["tests.apps.shop"]
+MIDDLEWARE: list[str] = []
+ROOT_URLCONF = "tests.apps.django_project.urls"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": _url.database,
+        "USER": _url.username or "",
+        "PASSWORD": _url.password or "",
+        "HOST": _url.host or "",
+        "PORT": str(_url.port or ""),
+    }
+}

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from tests.apps.django_project import views
+
+urlpatterns = [
+    path("orders", views.create_order),
+    path("orders-elsewhere", views.create_order_separate_database),
+]

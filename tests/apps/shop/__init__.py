@@ -1,0 +1,1 @@
+"""A one-model Django app: orders whose creation enqueues a job."""

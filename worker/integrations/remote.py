@@ -1,0 +1,56 @@
+"""Send jobs to eventrelay from a process that has only Celery installed.
+
+    from celery import Celery
+    from worker.integrations.remote import job, send_jobs
+
+    producer = Celery(broker="redis://broker:6379/0")
+    send_jobs(producer, [job("vtcdn", "send_event", {...}, idempotency_key="signup-42")])
+
+An eventrelay worker's `eventrelay.ingest` task validates the jobs, records them and publishes
+them, as `worker.producer.enqueue_many` does. It is fire and forget: there is no receipt, and
+a batch with any invalid job is refused whole (nothing stored) and logged by the worker.
+Until a worker has recorded the message, the job lives only in the broker.
+
+This file imports nothing of eventrelay or SQLAlchemy, and Celery only for type checking, so
+a producer without eventrelay installed can copy it as it is. Imported from an installed
+eventrelay, `import worker.integrations.remote` first runs `worker/__init__.py`, which builds
+eventrelay's Celery app: that imports SQLAlchemy and eventrelay's models and reads the
+`EVENTRELAY_*` settings, but opens no database or broker connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+INGEST_TASK = "eventrelay.ingest"  # worker.celery_app.TASK_NAME_INGEST
+INGEST_QUEUE = "eventrelay.ingest"  # worker.queues.INGEST_QUEUE
+
+
+def job(
+    vendor: str, operation: str, payload: Mapping[str, Any], idempotency_key: str | None = None
+) -> dict[str, Any]:
+    """One job, as the ingest task takes it."""
+    return {
+        "vendor": vendor,
+        "operation": operation,
+        "payload": dict(payload),
+        "idempotency_key": idempotency_key,
+    }
+
+
+def send_jobs(celery_app: Celery, jobs: Iterable[Mapping[str, Any]]) -> Any:
+    """Publish one ingest message carrying `jobs`; returns Celery's `AsyncResult`.
+
+    The message is JSON whatever the producer app's default serializer: eventrelay's workers
+    accept nothing else. Raises whatever Celery raises if the broker cannot be reached.
+    """
+    return celery_app.send_task(
+        INGEST_TASK, args=[[dict(j) for j in jobs]], queue=INGEST_QUEUE, serializer="json"
+    )
+
+
+__all__ = ["INGEST_QUEUE", "INGEST_TASK", "job", "send_jobs"]
