@@ -66,7 +66,7 @@ def process_batch(vendor_name: str, ids: Sequence[uuid.UUID]) -> BatchSummary:
     engine = get_engine()
     redis_url = settings.effective_redis_url
 
-    gate = breaker.check(vendor_name, redis_url) if redis_url else breaker.Gate(True)
+    gate = _gate(vendor_name, redis_url)
     if not gate.allowed:
         until = utcnow() + timedelta(seconds=gate.wait_seconds + random.uniform(0, 1))
         with engine.begin() as conn:
@@ -230,11 +230,7 @@ def _send_all(
                 outcomes.append(_outcome(c, AttemptOutcome.RETRY, failed, utcnow(), policy))
             continue
         rate = vendor.settings.rate_limit
-        if (
-            rate
-            and redis_url
-            and not ratelimit.acquire(vendor.name, rate, LIMITER_MAX_WAIT_SECONDS, redis_url)
-        ):
+        if rate and redis_url and not _acquire(vendor.name, rate, redis_url):
             _release(group + [c for g in pending for c in g], outcomes, 1.0, "rate limit: waiting")
             return
         started = utcnow()
@@ -259,11 +255,17 @@ def _send_all(
             # The vendor refused the array: find the bad element by sending each on its own.
             pending = [[c] for c in group] + pending
             continue
-        _track_vendor_health(vendor.name, result, redis_url)
+        # The vendor has answered: its outcome is recorded before anything else can fail, or a
+        # sent job would be released and sent again.
         if result.verdict is Verdict.CREDENTIALS:
             reason = result.reason or "credentials rejected"
+            for c in group:
+                outcomes.append(_outcome(c, AttemptOutcome.PARKED, result, started, policy))
+            _release(
+                [c for g in pending for c in g], outcomes, breaker.PARKED_RECHECK_SECONDS, reason
+            )
             if redis_url:
-                breaker.park(vendor.name, reason, redis_url)
+                _best_effort("park the vendor", breaker.park, vendor.name, reason, redis_url)
             log.error(
                 "%s: vendor parked: %s. Fix %s's credentials, then run "
                 "`eventrelay vendors resume %s`",
@@ -272,17 +274,17 @@ def _send_all(
                 vendor.name,
                 vendor.name,
             )
-            for c in group:
-                outcomes.append(_outcome(c, AttemptOutcome.PARKED, result, started, policy))
-            _release(
-                [c for g in pending for c in g], outcomes, breaker.PARKED_RECHECK_SECONDS, reason
-            )
             return
         for c in group:
             outcomes.append(_outcome(c, _kind(result), result, started, policy))
+        _best_effort("track vendor health", _track_vendor_health, vendor.name, result, redis_url)
         failures_in_a_row = failures_in_a_row + 1 if result.verdict is Verdict.RETRY else 0
-        if pending and (probe_only or failures_in_a_row >= CONSECUTIVE_FAILURES_TO_STOP):
-            # A vendor failing in a row (or a half-open probe) must not hold the batch hostage.
+        no_answer = result.verdict is Verdict.RETRY and result.status_code is None
+        if pending and (
+            probe_only or no_answer or failures_in_a_row >= CONSECUTIVE_FAILURES_TO_STOP
+        ):
+            # A vendor that does not answer (timeout, refused), keeps failing, or is being
+            # probed must not hold this worker process hostage: the rest wait, unspent.
             _release([c for g in pending for c in g], outcomes, 1.0, None)
             return
 
@@ -293,6 +295,38 @@ def _kind(result: SendResult) -> AttemptOutcome:
         Verdict.RETRY: AttemptOutcome.RETRY,
         Verdict.DEAD: AttemptOutcome.DEAD,
     }[result.verdict]
+
+
+def _gate(vendor: str, redis_url: str | None) -> breaker.Gate:
+    """The vendor's gate; if Redis cannot say, deliveries go ahead (failing open)."""
+    if not redis_url:
+        return breaker.Gate(True)
+    try:
+        return breaker.check(vendor, redis_url)
+    except Exception as exc:
+        log.warning(
+            "%s: circuit state unavailable (%s); sending without it", vendor, type(exc).__name__
+        )
+        return breaker.Gate(True)
+
+
+def _acquire(vendor: str, rate: float, redis_url: str) -> bool:
+    """A fleet-wide send slot; if Redis cannot give one, wait (nothing is sent, nothing spent)."""
+    try:
+        return ratelimit.acquire(vendor, rate, LIMITER_MAX_WAIT_SECONDS, redis_url)
+    except Exception as exc:
+        log.warning(
+            "%s: rate limiter unavailable (%s); deliveries wait", vendor, type(exc).__name__
+        )
+        return False
+
+
+def _best_effort(what: str, fn: Any, *args: Any) -> None:
+    # Fleet-wide bookkeeping must never undo a recorded vendor answer.
+    try:
+        fn(*args)
+    except Exception as exc:
+        log.warning("could not %s (%s: %s)", what, type(exc).__name__, exc)
 
 
 def _track_vendor_health(vendor: str, result: SendResult, redis_url: str | None) -> None:

@@ -6,6 +6,9 @@ import logging
 import uuid
 from typing import Any
 
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
+
 from worker.batch import process_batch
 from worker.celery_app import TASK_NAME_DELIVER, TASK_NAME_INGEST, app
 from worker.config import get_settings
@@ -24,7 +27,18 @@ def decode_ids(raw: Any) -> list[uuid.UUID] | None:
         return None
 
 
-@app.task(name=TASK_NAME_DELIVER, ignore_result=True)
+@app.task(
+    name=TASK_NAME_DELIVER,
+    ignore_result=True,
+    # The database or Redis went away before anything was sent: try the message again soon
+    # (a short countdown, far below the visibility timeout) instead of waiting for the
+    # scheduler's orphan sweep.
+    autoretry_for=(DBAPIError, RedisError),
+    retry_backoff=1,
+    retry_backoff_max=10,
+    retry_jitter=True,
+    max_retries=8,
+)
 def deliver(
     vendor: Any = None, delivery_ids: Any = None, *args: Any, **kwargs: Any
 ) -> dict[str, Any]:

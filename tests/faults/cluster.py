@@ -1,0 +1,247 @@
+"""A private eventrelay fleet for fault tests: its own PostgreSQL and Redis servers on free ports
+(so they can be killed and restarted without disturbing anyone), the mock vendors, workers and
+a scheduler as real processes."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+from tests.support import Proc, free_port, start_worker, wait_for
+
+PG_BIN = (
+    Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
+    if glob.glob("/usr/lib/postgresql/*/bin")
+    else None
+)
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root.
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+class PrivatePostgres:
+    def __init__(self, root: Path) -> None:
+        if PG_BIN is None:
+            raise RuntimeError("PostgreSQL server binaries not found under /usr/lib/postgresql")
+        self.port = free_port()
+        self.data = root / "pgdata"
+        self.sock = root / "pgsock"
+        self.log = root / "postgres.log"
+        for path in (self.sock,):
+            path.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(root, "postgres")
+            shutil.chown(self.sock, "postgres")
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(PG_BIN / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.log),
+                    "-o",
+                    opts,
+                    "-w",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
+            capture_output=True,
+        )
+
+    def restart(self) -> None:
+        self.stop("immediate")
+        self.start()
+
+
+class PrivateRedis:
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.root = root
+        self.proc: Proc | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = Proc(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+            ],
+            dict(os.environ),
+            self.root / f"redis-{time.time():.0f}.log",
+        )
+        import redis
+
+        def up() -> bool:
+            try:
+                return bool(redis.Redis(port=self.port, socket_connect_timeout=0.3).ping())
+            except redis.RedisError:
+                return False
+
+        wait_for(up, 15, what="private redis")
+
+    def kill(self) -> None:
+        if self.proc:
+            self.proc.signal(signal.SIGKILL)
+            self.proc.stop()
+
+    def flushall(self) -> None:
+        import redis
+
+        redis.Redis(port=self.port).flushall()
+
+
+class Cluster:
+    """Everything one fault scenario needs; `close()` stops all of it."""
+
+    def __init__(self, mock: Any, **env_overrides: str) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="eventrelay-faults-"))
+        os.chmod(self.root, 0o777)
+        self.pg = PrivatePostgres(self.root)
+        self.pg.start()
+        self.redis = PrivateRedis(self.root)
+        self.redis.start()
+        self.mock = mock
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"},
+            **mock_env(mock),
+            "EVENTRELAY_DATABASE_URL": self.pg.url,
+            "EVENTRELAY_BROKER_URL": self.redis.url,
+            "EVENTRELAY_REDIS_URL": self.redis.url,
+            "EVENTRELAY_BACKOFF_BASE_SECONDS": "0.2",
+            "EVENTRELAY_BACKOFF_CAP_SECONDS": "3",
+            "EVENTRELAY_READ_TIMEOUT_SECONDS": "1.5",
+            "EVENTRELAY_CONNECT_TIMEOUT_SECONDS": "1",
+            "EVENTRELAY_LEASE_SECONDS": "8",
+            "EVENTRELAY_SCHEDULER_INTERVAL_SECONDS": "0.25",
+            "INFOBIP_RATE_LIMIT": "250",
+            **env_overrides,
+        }
+        self.procs: list[Proc] = []
+        self.engine = create_engine(self.pg.url, pool_pre_ping=True)
+        subprocess.run(
+            [sys.executable, "-m", "worker.cli", "migrate"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+
+    def worker(self, name: str, concurrency: int = 2) -> Proc:
+        proc = start_worker(
+            self.env, self.root / f"worker-{name}.log", concurrency=concurrency, name=name
+        )
+        self.procs.append(proc)
+        return proc
+
+    def scheduler(self) -> Proc:
+        proc = Proc(
+            [sys.executable, "-m", "worker.cli", "scheduler"], self.env, self.root / "scheduler.log"
+        )
+        self.procs.append(proc)
+        return proc
+
+    def produce(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Enqueue through the real CLI; returns the receipts."""
+        path = self.root / f"jobs-{time.monotonic_ns()}.jsonl"
+        path.write_text("\n".join(json.dumps(j) for j in jobs) + "\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "worker.cli", "send", "--file", str(path)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"send failed: {result.stderr[-2000:]}")
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT status, count(*) FROM deliveries GROUP BY status")
+            ).all()
+        return {str(s): int(n) for s, n in rows}
+
+    def scalar(self, sql: str) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(text(sql)).scalar()
+
+    def wait_until_settled(self, accepted_ids: set[str], timeout: float) -> None:
+        def settled() -> bool:
+            try:
+                with self.engine.connect() as conn:
+                    open_ = conn.execute(
+                        text(
+                            "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'delivering')"
+                        )
+                    ).scalar()
+            except Exception:
+                return False
+            return open_ == 0
+
+        wait_for(settled, timeout, interval=0.5, what="every delivery to settle")
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.engine.dispose()
+        self.redis.kill()
+        self.pg.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def mock_env(mock: Any) -> dict[str, str]:
+    from tests.conftest import TEST_ENV
+
+    env = {k: v for k, v in TEST_ENV.items() if k.endswith(("_KEY", "_TOKEN", "_BASE_URL"))}
+    return env
