@@ -36,8 +36,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class RedactingFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), None)
+    """Plain lines; the message and any traceback are redacted, the timestamp is not."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = redact(record.message, None)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802
+        return redact(super().formatException(ei), None)
 
 
 def configure(json_lines: bool = False, level: int = logging.INFO) -> None:

@@ -9,9 +9,16 @@ EXCERPT_CHARS = 300
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 _IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
-_IPV6 = re.compile(r"\b(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}\b")
-# International or long digit runs with separators: phone numbers, not ids like paywallId 42.
-_PHONE = re.compile(r"(?<![\w.])\+?\d[\d\s().\-]{7,}\d(?![\w.])")
+# Full eight-group form, or any compressed form with "::" (so clock times like 18:42:10 pass).
+_IPV6 = re.compile(
+    r"(?<![\w:])(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}"
+    r"|(?:[0-9A-Fa-f]{1,4}:){0,6}[0-9A-Fa-f]{0,4}::(?:[0-9A-Fa-f]{1,4}:){0,6}[0-9A-Fa-f]{1,4})(?![\w:])"
+)
+# International numbers (+385 91 ...), "(555) 123-4567" and "555-123-4567"; not dates, times or
+# small ids such as paywallId 42.
+_PHONE = re.compile(
+    r"(?<![\w.:\-])(?:\+\d[\d\s().\-]{6,}\d|\(\d{2,4}\)\s?[\d\s.\-]{5,}\d|\d{3}[\s.\-]\d{3}[\s.\-]\d{4})(?![\w.:\-])"
+)
 
 _known_secrets: set[str] = set()
 

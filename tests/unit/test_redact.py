@@ -57,3 +57,32 @@ def test_json_log_lines_carry_the_attempt_fields() -> None:
         400,
     )
     assert line["duration_ms"] == 12 and "a@b.io" not in stream.getvalue()
+
+
+def test_dates_times_and_small_numbers_are_not_mistaken_for_personal_data() -> None:
+    text = "2026-11-23 18:42:10,518 attempt=3 status=200 paywallId 42 duration_ms=1234"
+    assert mask_pii(text) == text
+
+
+def test_phone_and_ipv6_formats_are_masked() -> None:
+    for value in (
+        "(555) 123-4567",
+        "555-123-4567",
+        "+1 555 123 4567",
+        "2001:db8::1",
+        "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+        "::1",
+    ):
+        assert value not in mask_pii(f"x {value} y"), value
+
+
+def test_log_lines_keep_their_timestamp_and_mask_the_message() -> None:
+    import logging
+
+    from worker.logs import RedactingFormatter
+
+    formatter = RedactingFormatter("%(asctime)s %(message)s")
+    record = logging.makeLogRecord({"msg": "user %s", "args": ("ana@example.com",)})
+    line = formatter.format(record)
+    assert "ana@example.com" not in line and "a***@example.com" in line
+    assert line[:4].isdigit() and "[phone]" not in line and "[ip]" not in line
