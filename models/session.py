@@ -18,6 +18,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 _lock = threading.Lock()
 _engines: dict[str, tuple[int, Engine]] = {}
+# Producers (web apps) ping a pooled connection before use, so a database restart never
+# surfaces as an error in a request. Workers turn it off (`worker_process_init`): every batch
+# already retries on a dropped connection, and the ping is a round trip per transaction.
+_pre_ping = True
+
+
+def set_pre_ping(enabled: bool) -> None:
+    global _pre_ping
+    _pre_ping = enabled
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -45,7 +54,9 @@ def make_engine(url: str) -> Engine:
 
         return engine
     # pre_ping: a PostgreSQL restart costs one failed checkout, not a dead worker.
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_recycle=1800)
+    return create_engine(
+        url, pool_pre_ping=_pre_ping, pool_size=5, max_overflow=5, pool_recycle=1800
+    )
 
 
 def get_engine(url: str | None = None) -> Engine:

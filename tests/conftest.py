@@ -99,10 +99,20 @@ def clean(database_url: str, redis_client: Any, mock_vendors: Any) -> Iterator[N
 
     from models.session import get_engine
 
-    with get_engine().begin() as conn:
-        conn.execute(
-            text("TRUNCATE delivery_attempts, deliveries, idempotency_keys, botsi_profiles CASCADE")
-        )
+    from sqlalchemy.exc import OperationalError
+
+    # A worker still finishing the previous test's deliveries can deadlock with TRUNCATE's
+    # table locks; PostgreSQL then cancels one side, so try again.
+    for attempt in range(5):
+        try:
+            with get_engine().begin() as conn:
+                conn.execute(
+                    text("TRUNCATE delivery_attempts, deliveries, idempotency_keys, botsi_profiles CASCADE")
+                )
+            break
+        except OperationalError:
+            if attempt == 4:
+                raise
     redis_client.flushdb()
     mock_vendors.reset()
     yield

@@ -53,13 +53,19 @@ class BatchSummary:
     deferred: int = 0
     zombies: int = 0
     woken: list[tuple[uuid.UUID, str, Lane]] = field(default_factory=list, repr=False)
+    # A topped-up batch came back full: more due deliveries are probably waiting.
+    batch_full: bool = field(default=False, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "woken" and (v or k == "vendor")}
+        hidden = ("woken", "batch_full")
+        return {k: v for k, v in self.__dict__.items() if k not in hidden and (v or k == "vendor")}
 
 
-def process_batch(vendor_name: str, ids: Sequence[uuid.UUID]) -> BatchSummary:
-    """Claim and deliver `ids` of one vendor; every claimed delivery ends recorded."""
+def process_batch(vendor_name: str, ids: Sequence[uuid.UUID], top_up: bool = False) -> BatchSummary:
+    """Claim and deliver `ids` of one vendor; every claimed delivery ends recorded.
+
+    With `top_up`, other due fresh deliveries of the vendor fill the batch (worker.doorbell).
+    """
     settings = get_settings()
     vendor = get_vendor(vendor_name)
     summary = BatchSummary(vendor=vendor_name)
@@ -73,10 +79,13 @@ def process_batch(vendor_name: str, ids: Sequence[uuid.UUID]) -> BatchSummary:
             summary.deferred = defer(conn, vendor_name, ids, until)
         return summary
 
+    own = ids[: settings.batch_size]
+    extra = settings.batch_size - len(own) if top_up else 0
     with engine.begin() as conn:
-        claimed = claim(conn, vendor_name, ids[: settings.batch_size], settings.lease_seconds)
+        claimed = claim(conn, vendor_name, own, settings.lease_seconds, top_up=extra)
         deps = dependency_states(conn, [c.depends_on for c in claimed if c.depends_on])
     summary.claimed = len(claimed)
+    summary.batch_full = top_up and len(claimed) >= settings.batch_size
     if not claimed:
         return summary
 
@@ -129,6 +138,7 @@ def _record_with_retry(engine: Engine, vendor: Vendor, outcomes: list[Outcome]) 
             on_delivered=lambda c, o: vendor.on_delivered(
                 c, o.claimed.id, o.claimed.operation, o.response_json
             ),
+            followed_operations=vendor.followed_operations(),
         )
 
 

@@ -51,8 +51,10 @@ def make_app() -> Celery:
         task_soft_time_limit=soft_limit,
         task_time_limit=hard_limit,
         # Flower needs events; they carry task names and args (vendor, ids), never payloads.
+        # No "task-sent" events: they would double every producer's publishes, and Flower
+        # shows a task from its "received" event on.
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=False,
         task_queues=[Queue(name) for name in all_queues()],
         task_default_queue="eventrelay.default",
         task_routes={TASK_NAME_INGEST: {"queue": INGEST_QUEUE}},
@@ -82,9 +84,10 @@ app = make_app()
 @worker_process_init.connect
 def _fresh_connections_after_fork(**_: Any) -> None:
     # Pooled connections must not cross fork() (SQLAlchemy pooling docs).
-    from models.session import reset_engine
+    from models.session import reset_engine, set_pre_ping
     from worker.vendors import get_vendor, vendor_names
 
+    set_pre_ping(False)
     reset_engine()
     for name in vendor_names():
         get_vendor(name)  # registers every vendor's secrets for redaction before any log line

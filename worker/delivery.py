@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, tuple_, update
 
 from models.base import utcnow
 from models.delivery import (
@@ -70,16 +70,44 @@ class Outcome:
 
 
 def claim(
-    conn: Connection, vendor: str, ids: Sequence[uuid.UUID], lease_seconds: float
+    conn: Connection,
+    vendor: str,
+    ids: Sequence[uuid.UUID],
+    lease_seconds: float,
+    top_up: int = 0,
 ) -> list[Claimed]:
-    """Atomically take the due, pending deliveries among `ids` (one conditional UPDATE)."""
-    if not ids:
+    """Atomically take the due, pending deliveries among `ids` (one conditional UPDATE).
+
+    With `top_up`, also take up to that many other due deliveries of the vendor's fresh lane
+    (see worker.doorbell), skipping rows another worker is claiming right now.
+    """
+    if not ids and not top_up:
         return []
     now = utcnow()
+    wanted: ColumnElement[bool] = D.c.id.in_(ids)
+    if top_up:
+        extra = (
+            select(D.c.id)
+            .where(
+                D.c.vendor == vendor,
+                D.c.status == DeliveryStatus.PENDING,
+                D.c.lane == Lane.FRESH,
+                D.c.next_attempt_at <= now,
+            )
+            .order_by(D.c.next_attempt_at)
+            .limit(top_up)
+        )
+        if conn.dialect.name == "postgresql":
+            extra = extra.with_for_update(skip_locked=True)
+        wanted = (
+            or_(wanted, D.c.id.in_(extra.scalar_subquery()))
+            if ids
+            else D.c.id.in_(extra.scalar_subquery())
+        )
     rows = conn.execute(
         update(D)
         .where(
-            D.c.id.in_(ids),
+            wanted,
             D.c.vendor == vendor,
             D.c.status == DeliveryStatus.PENDING,
             D.c.next_attempt_at <= now + timedelta(seconds=CLAIM_CLOCK_SKEW_SECONDS),
@@ -102,7 +130,7 @@ def claim(
             D.c.lane,
         )
     ).all()
-    order = {i: n for n, i in enumerate(ids)}
+    order = {i: n for n, i in enumerate(ids)}  # the message's own ids first
     claimed = [
         Claimed(
             id=r.id,
@@ -117,7 +145,7 @@ def claim(
         )
         for r in rows
     ]
-    return sorted(claimed, key=lambda c: order.get(c.id, 0))
+    return sorted(claimed, key=lambda c: order.get(c.id, len(order)))
 
 
 def dependency_states(
@@ -155,6 +183,7 @@ def record(
     conn: Connection,
     outcomes: Sequence[Outcome],
     on_delivered: Callable[[Connection, Outcome], None] | None = None,
+    followed_operations: frozenset[str] | None = None,
 ) -> Recorded:
     """Write a batch's outcomes, each a compare-and-set on (id, attempt).
 
@@ -177,7 +206,13 @@ def record(
     history = [o for o in done.applied if o.kind is not None]
     if history:
         conn.execute(insert(A), [_attempt_row(o) for o in history])
-    woken_from = [o.claimed.id for o in done.applied if o.kind is AttemptOutcome.DELIVERED]
+    woken_from = [
+        o.claimed.id
+        for o in done.applied
+        if o.kind is AttemptOutcome.DELIVERED
+        # Only operations that others wait for can have dependents (saves a query per batch).
+        and (followed_operations is None or o.claimed.operation in followed_operations)
+    ]
     if on_delivered is not None:
         for o in done.applied:
             if o.kind is AttemptOutcome.DELIVERED:

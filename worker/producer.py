@@ -292,20 +292,18 @@ def _claim_keys(
         {"vendor": v, "key": k, "delivery_id": d, "created_at": now, "expires_at": expires}
         for (v, k), d in sorted(keys.items())
     ]
-    won: set[tuple[str, str]] = set()
-    for start in range(0, len(rows), 1000):
-        stmt = dialect_insert(conn, K).values(rows[start : start + 1000])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["vendor", "key"],
-            set_={
-                "delivery_id": stmt.excluded.delivery_id,
-                "created_at": stmt.excluded.created_at,
-                "expires_at": stmt.excluded.expires_at,
-            },
-            where=K.c.expires_at < now,
-        ).returning(K.c.vendor, K.c.key)
-        won.update((r.vendor, r.key) for r in conn.execute(stmt))
-    return won
+    stmt = dialect_insert(conn, K)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["vendor", "key"],
+        set_={
+            "delivery_id": stmt.excluded.delivery_id,
+            "created_at": stmt.excluded.created_at,
+            "expires_at": stmt.excluded.expires_at,
+        },
+        where=K.c.expires_at < now,
+    ).returning(K.c.vendor, K.c.key)
+    # executemany: one cached statement, batched by SQLAlchemy's insertmanyvalues.
+    return {(r.vendor, r.key) for r in conn.execute(stmt, rows)}
 
 
 def _existing(
@@ -368,10 +366,10 @@ def publish_after_commit(rows: Sequence[tuple[uuid.UUID, str, Lane]]) -> None:
     the scheduler publishes it once the broker is back."""
     if not rows:
         return
-    from worker.publish import publish_many
+    from worker.publish import publish_new
 
     try:
-        publish_many(rows, fail_fast=True)
+        publish_new(rows, fail_fast=True)
     except Exception as exc:  # kombu/redis raise many types for "broker unreachable"
         log.warning(
             "broker unavailable (%s); %d job(s) are stored and will be published by the scheduler",

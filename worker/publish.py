@@ -20,9 +20,15 @@ def publish(vendor: str, lane: Lane, ids: Sequence[uuid.UUID], *, fail_fast: boo
 
     size = get_settings().batch_size
     options = {"retry": False} if fail_fast else {}
-    for start in range(0, len(ids), size):
-        chunk = [str(i) for i in ids[start : start + size]]
-        deliver.apply_async(args=(vendor, chunk), queue=queue_name(vendor, lane), **options)
+    chunks = [ids[start : start + size] for start in range(0, len(ids), size)] or [[]]
+    with deliver.app.producer_or_acquire() as producer:  # one connection for all chunks
+        for chunk in chunks:
+            deliver.apply_async(
+                args=(vendor, [str(i) for i in chunk]),
+                queue=queue_name(vendor, lane),
+                producer=producer,
+                **options,
+            )
 
 
 def publish_many(rows: Iterable[tuple[uuid.UUID, str, Lane]], *, fail_fast: bool = False) -> None:
@@ -31,3 +37,37 @@ def publish_many(rows: Iterable[tuple[uuid.UUID, str, Lane]], *, fail_fast: bool
         groups[(vendor, Lane(lane))].append(delivery_id)
     for (vendor, lane), ids in groups.items():
         publish(vendor, lane, ids, fail_fast=fail_fast)
+
+
+def publish_new(rows: Iterable[tuple[uuid.UUID, str, Lane]], *, fail_fast: bool = False) -> None:
+    """Publish freshly accepted deliveries, coalescing small enqueues (worker.doorbell).
+
+    Full batches get their own messages. A smaller remainder is published only if the vendor's
+    doorbell was not already rung: the message already waiting will top up with these rows.
+    """
+    settings = get_settings()
+    size = settings.batch_size
+    redis_url = settings.effective_redis_url
+    groups: dict[tuple[str, Lane], list[uuid.UUID]] = defaultdict(list)
+    for delivery_id, vendor, lane in rows:
+        groups[(vendor, Lane(lane))].append(delivery_id)
+    for (vendor, lane), ids in groups.items():
+        full = len(ids) - len(ids) % size
+        if full:
+            publish(vendor, lane, ids[:full], fail_fast=fail_fast)
+        rest = ids[full:]
+        if not rest:
+            continue
+        if lane is Lane.FRESH and redis_url and not _rung(vendor, redis_url):
+            continue
+        publish(vendor, lane, rest, fail_fast=fail_fast)
+
+
+def _rung(vendor: str, redis_url: str) -> bool:
+    from worker import doorbell
+
+    try:
+        return doorbell.ring(vendor, redis_url)
+    except Exception as exc:  # no doorbell: publish, as if nobody had rung
+        log.warning("doorbell unavailable (%s); publishing", type(exc).__name__)
+        return True

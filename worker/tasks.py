@@ -9,17 +9,20 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
+from models.delivery import Lane
+from worker import doorbell
 from worker.batch import process_batch
 from worker.celery_app import TASK_NAME_DELIVER, TASK_NAME_INGEST, app
 from worker.config import get_settings
-from worker.publish import publish_many
+from worker.publish import publish, publish_many
+from worker.queues import queue_name
 
 log = logging.getLogger("eventrelay.worker")
 
 
 def decode_ids(raw: Any) -> list[uuid.UUID] | None:
-    """Delivery ids from a message, or None if the message is malformed."""
-    if not isinstance(raw, list) or not raw:
+    """Delivery ids from a message (an empty list: "drain"), or None if it is malformed."""
+    if not isinstance(raw, list):
         return None
     try:
         return [uuid.UUID(str(i)) for i in raw]
@@ -28,6 +31,7 @@ def decode_ids(raw: Any) -> list[uuid.UUID] | None:
 
 
 @app.task(
+    bind=True,
     name=TASK_NAME_DELIVER,
     ignore_result=True,
     # The database or Redis went away before anything was sent: try the message again soon
@@ -40,7 +44,7 @@ def decode_ids(raw: Any) -> list[uuid.UUID] | None:
     max_retries=8,
 )
 def deliver(
-    vendor: Any = None, delivery_ids: Any = None, *args: Any, **kwargs: Any
+    self: Any, vendor: Any = None, delivery_ids: Any = None, *args: Any, **kwargs: Any
 ) -> dict[str, Any]:
     """Deliver some of `vendor`'s deliveries. The message carries ids only, never payloads."""
     from worker.vendors import VENDOR_CLASSES
@@ -52,16 +56,35 @@ def deliver(
             "dropping malformed deliver message (vendor=%r, ids=%.100r)", vendor, delivery_ids
         )
         return {"dropped": "malformed message"}
-    size = get_settings().batch_size
+    settings = get_settings()
+    fresh = (self.request.delivery_info or {}).get("routing_key") == queue_name(vendor, Lane.FRESH)
+    redis_url = settings.effective_redis_url
+    if fresh and redis_url:
+        _best_effort(doorbell.answer, vendor, redis_url)
+    size = settings.batch_size
     totals: dict[str, Any] = {"vendor": vendor}
-    for start in range(0, len(ids), size):
-        summary = process_batch(vendor, ids[start : start + size])
+    chunks = [ids[start : start + size] for start in range(0, len(ids), size)] or [[]]
+    summary = None
+    for chunk in chunks:
+        summary = process_batch(vendor, chunk, top_up=fresh)
         if summary.woken:
             publish_many(summary.woken)
         for key, value in summary.as_dict().items():
             if key != "vendor":
                 totals[key] = totals.get(key, 0) + value
+    # A full topped-up batch: more fresh deliveries are due than one batch holds; keep draining.
+    more_due = summary is not None and summary.batch_full and redis_url
+    if more_due and _best_effort(doorbell.ring, vendor, redis_url):
+        publish(vendor, Lane.FRESH, [])
     return totals
+
+
+def _best_effort(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except RedisError as exc:
+        log.warning("doorbell unavailable (%s); the scheduler covers for it", type(exc).__name__)
+        return None
 
 
 @app.task(name=TASK_NAME_INGEST, ignore_result=True)

@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,7 +69,6 @@ os.environ.update(ENV)
 import redis  # noqa: E402
 import requests  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
-
 
 # ---- workload --------------------------------------------------------------------------------
 

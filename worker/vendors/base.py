@@ -168,6 +168,12 @@ class Vendor(ABC):
     def follows_operation(self, operation: str) -> str | None:
         return None
 
+    def followed_operations(self) -> frozenset[str]:
+        """Operations that some other operation waits for (their deliveries wake others)."""
+        return frozenset(
+            op for op in (self.follows_operation(o) for o in self.operations) if op is not None
+        )
+
     # ---- send time ----------------------------------------------------------------------
 
     @abstractmethod

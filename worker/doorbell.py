@@ -1,0 +1,33 @@
+"""Coalescing publishes for producers that enqueue one job at a time.
+
+One Celery message per job costs ~2 ms of Celery overhead per delivery (PITFALLS.md). Instead,
+a producer "rings" a vendor's doorbell (SET NX with a short expiry) and publishes a message only
+if nobody rang before it; a worker answers (DEL) when it starts the task and then also claims
+other due fresh deliveries of that vendor ("top-up"), up to the batch size. Under load one
+message carries many deliveries; when idle every job still gets its own message at once.
+
+Nothing depends on the doorbell for correctness: a row that got no message of its own is taken
+by the next task's top-up, or by the scheduler's orphan sweep.
+"""
+
+from __future__ import annotations
+
+from worker.redis_client import get_redis
+
+KEY = "eventrelay:doorbell:{vendor}"
+# Bounds how long a lost message can keep producers from publishing.
+RING_SECONDS = 2.0
+
+
+def ring(vendor: str, redis_url: str) -> bool:
+    """True if this caller should publish (nobody else has a message waiting)."""
+    return bool(
+        get_redis(redis_url).set(
+            KEY.format(vendor=vendor), "1", nx=True, px=int(RING_SECONDS * 1000)
+        )
+    )
+
+
+def answer(vendor: str, redis_url: str) -> None:
+    """A worker has started on the vendor's message: the next producer must ring again."""
+    get_redis(redis_url).delete(KEY.format(vendor=vendor))
