@@ -96,10 +96,9 @@ def mock_vendors() -> Iterator[Any]:
 def clean(database_url: str, redis_client: Any, mock_vendors: Any) -> Iterator[None]:
     """Empty tables, an empty test Redis DB and a mock vendor with no faults and no log."""
     from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
 
     from models.session import get_engine
-
-    from sqlalchemy.exc import OperationalError
 
     # A worker still finishing the previous test's deliveries can deadlock with TRUNCATE's
     # table locks; PostgreSQL then cancels one side, so try again.
@@ -107,7 +106,9 @@ def clean(database_url: str, redis_client: Any, mock_vendors: Any) -> Iterator[N
         try:
             with get_engine().begin() as conn:
                 conn.execute(
-                    text("TRUNCATE delivery_attempts, deliveries, idempotency_keys, botsi_profiles CASCADE")
+                    text(
+                        "TRUNCATE delivery_attempts, deliveries, idempotency_keys, botsi_profiles CASCADE"
+                    )
                 )
             break
         except OperationalError:

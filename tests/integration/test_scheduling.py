@@ -139,3 +139,32 @@ def test_expired_idempotency_keys_are_cleaned_up_and_the_key_can_be_used_again()
     assert Scheduler().tick().keys_purged == 1
     with get_engine().connect() as conn:
         assert conn.execute(select(func.count()).select_from(IdempotencyKey)).scalar_one() == 0
+
+
+@pytest.mark.usefixtures("clean")
+def test_one_at_a_time_enqueues_share_messages_and_all_get_delivered(
+    redis_client: Any, mock_vendors: Any, logs_dir: Path, child_env: Any
+) -> None:
+    receipts = [
+        enqueue("gravityfield", "send_event", jobs.gravityfield_event(uid=f"d{i}"))
+        for i in range(45)
+    ]
+    # Nobody has answered the doorbell yet: one message waits, the other 44 jobs ride along.
+    assert redis_client.llen("eventrelay.gravityfield") == 1
+    worker = start_worker(
+        child_env(),
+        logs_dir / "doorbell-worker.log",
+        concurrency=1,
+        queues="eventrelay.gravityfield",
+        name="doorbell",
+    )
+    try:
+        for r in receipts:
+            wait_status(r.delivery_id, "delivered", timeout=20)  # no scheduler: the drain chains
+    finally:
+        worker.stop()
+    assert len(mock_vendors.received("gravityfield")) == 45
+    assert mock_vendors.stats()["gravityfield"]["duplicates"] == 0
+    assert all(delivery(r.delivery_id).attempts == 1 for r in receipts)
+    tasks = worker.output().count("eventrelay.deliver[")
+    assert 0 < tasks <= 2 * 3  # received + succeeded lines for 20 + 20 + 5, not 45 messages
