@@ -92,7 +92,7 @@ def process_batch(vendor_name: str, ids: Sequence[uuid.UUID], top_up: bool = Fal
     outcomes: list[Outcome] = []
     try:
         ready = _apply_dependencies(claimed, deps, outcomes)
-        _send_all(vendor, ready, settings, redis_url, gate.probe, outcomes)
+        _send_all(vendor, ready, settings, redis_url, gate, outcomes)
     except SoftTimeLimitExceeded:
         log.warning(
             "batch for %s hit the soft time limit; releasing what was not sent", vendor_name
@@ -208,12 +208,15 @@ def _send_all(
     claimed: Sequence[Claimed],
     settings: Settings,
     redis_url: str | None,
-    probe_only: bool,
+    gate: breaker.Gate,
     outcomes: list[Outcome],
 ) -> None:
     policy = RetryPolicy.for_vendor(vendor, settings)
     pending = _groups(vendor, claimed)
     failures_in_a_row = 0
+    probe_only = gate.probe
+    # Whether the fleet's failure count may be non-zero: only then does a success reset it.
+    health_dirty = gate.failures > 0 or gate.probe
     while pending:
         group = pending.pop(0)
         try:
@@ -287,7 +290,11 @@ def _send_all(
             return
         for c in group:
             outcomes.append(_outcome(c, _kind(result), result, started, policy))
-        _best_effort("track vendor health", _track_vendor_health, vendor.name, result, redis_url)
+        if result.verdict is not Verdict.DELIVERED or health_dirty:
+            _best_effort(
+                "track vendor health", _track_vendor_health, vendor.name, result, redis_url
+            )
+            health_dirty = result.verdict is not Verdict.DELIVERED
         failures_in_a_row = failures_in_a_row + 1 if result.verdict is Verdict.RETRY else 0
         no_answer = result.verdict is Verdict.RETRY and result.status_code is None
         if pending and (

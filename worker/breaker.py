@@ -37,6 +37,8 @@ class Gate:
     wait_seconds: float = 0.0
     reason: str | None = None
     probe: bool = False  # half-open: send one request only
+    # Failures counted so far: when 0, a success has nothing to reset (saves a round trip).
+    failures: int = 0
 
 
 def check(vendor: str, redis_url: str) -> Gate:
@@ -58,9 +60,9 @@ def check(vendor: str, redis_url: str) -> Gate:
     if failures is not None and int(failures) >= FAILURE_THRESHOLD:
         # Half-open: exactly one process gets to probe.
         if client.set(_PROBE.format(vendor=vendor), "1", nx=True, px=int(PROBE_SECONDS * 1000)):
-            return Gate(True, probe=True)
+            return Gate(True, probe=True, failures=int(failures))
         return Gate(False, 1.0, "circuit half-open: a probe is in flight")
-    return Gate(True)
+    return Gate(True, failures=int(failures or 0))
 
 
 def record_success(vendor: str, redis_url: str) -> None:

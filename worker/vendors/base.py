@@ -205,7 +205,9 @@ class Vendor(ABC):
                     return body[key]  # type: ignore[no-any-return]
         if body is None:
             return "no response body"
-        return json.dumps(body)[:200]
+        # An unknown error shape may echo the job back: say so without repeating it (the
+        # attempt's redacted excerpt keeps the start of the body for debugging).
+        return f"no error message in the vendor's answer ({type(body).__name__} body)"
 
     def on_delivered(  # noqa: B027 (an optional hook, not abstract)
         self, conn: Connection, delivery_id: uuid.UUID, operation: str, response_json: Any
