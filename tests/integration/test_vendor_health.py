@@ -86,7 +86,7 @@ def test_sigterm_lets_in_flight_deliveries_finish_and_leaves_nothing_claimed(
             )
 
     wait_for(in_flight, 15, interval=0.02, what="deliveries in flight")
-    worker.signal(signal.SIGTERM)
+    worker.popen.send_signal(signal.SIGTERM)  # to the main process, as systemd or docker stop do
     worker.popen.wait(30)
     worker.stop()
     assert in_flight() == 0  # nothing left claimed
