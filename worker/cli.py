@@ -552,7 +552,21 @@ def vendors_resume(vendor: str) -> None:
 
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    cli(prog_name="eventrelay")
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        cli(prog_name="eventrelay")
+    except DBAPIError as exc:
+        # Say what to do, not a traceback: the usual causes are a missing schema or a database
+        # that is not running.
+        text = str(exc.orig or exc).splitlines()[0]
+        hint = ""
+        if "no such table" in text or "does not exist" in text:
+            hint = "; the eventrelay tables are missing: run `eventrelay migrate`"
+        elif "connect" in text.lower():
+            hint = "; is the database running, and is EVENTRELAY_DATABASE_URL right?"
+        click.echo(f"eventrelay: database error: {text}{hint}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -214,3 +214,12 @@ def test_worker_command_runs_celery_with_events_and_the_chosen_queues(cli: Any) 
         assert option in help_text
     bad = cli("worker", "--vendors", "nope", check=False)
     assert bad.returncode == 2 and "valid vendors" in bad.stderr
+
+
+def test_a_database_without_tables_says_to_run_migrate(
+    cli: Any, child_env: Any, tmp_path: Path
+) -> None:
+    env = child_env(EVENTRELAY_DATABASE_URL=f"sqlite:///{tmp_path / 'empty.db'}")
+    result = cli("status", env=env, check=False)
+    assert result.returncode == 1
+    assert "run `eventrelay migrate`" in result.stderr and "Traceback" not in result.stderr
