@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Table, Text, Uuid
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Table, Text, Uuid, text
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -94,10 +94,23 @@ class Delivery(Base):
     )
 
     __table_args__ = (
-        # The scheduler's two scans: due pending work, and expired leases.
-        Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        # Each index serves one query that runs all the time, so a large backlog never turns
+        # it into a scan of every pending row:
+        # the scheduler's "never published" scan (partial: only rows waiting for a message),
+        Index(
+            "ix_deliveries_undispatched",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending' AND dispatched_at IS NULL"),
+            sqlite_where=text("status = 'pending' AND dispatched_at IS NULL"),
+        ),
+        # its "published long ago, message probably lost" scan,
+        Index("ix_deliveries_status_dispatched_at", "status", "dispatched_at"),
+        # its expired-lease scan,
         Index("ix_deliveries_status_lease_expires_at", "status", "lease_expires_at"),
-        Index("ix_deliveries_vendor_status", "vendor", "status"),
+        # the workers' top-up claim (and per-vendor counts, by its prefix),
+        Index(
+            "ix_deliveries_vendor_status_lane_next", "vendor", "status", "lane", "next_attempt_at"
+        ),
         Index("ix_deliveries_depends_on", "depends_on"),
         Index("ix_deliveries_vendor_user_ref", "vendor", "user_ref"),
     )

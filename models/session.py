@@ -28,6 +28,7 @@ def set_pre_ping(enabled: bool) -> None:
     global _pre_ping
     _pre_ping = enabled
 
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, delete, select, true, tuple_, update
 
 from models.base import utcnow
 from models.delivery import DELIVERIES, DeliveryStatus, Lane
@@ -94,38 +94,48 @@ def dispatch_due(
     blocked_vendors: set[str],
     everything: bool = False,
 ) -> list[tuple[uuid.UUID, str, Lane]]:
-    """Mark due deliveries as published now and return them for publishing."""
+    """Mark due deliveries as published now and return them for publishing.
+
+    Three kinds, each found through its own index so that a large backlog already sitting in
+    the queues costs nothing per tick: never published (retries, released, replayed work),
+    published so long ago that the message is presumed lost, and published a while ago for
+    a vendor whose queues are empty (an orphan). After a broker reset: everything pending.
+    """
     now = utcnow()
-    stale = D.c.dispatched_at < now - timedelta(seconds=settings.redispatch_after_seconds)
-    conditions = [D.c.dispatched_at.is_(None), stale]
+    # Each kind stamps dispatched_at=now, so a later kind never picks the same row again.
+    kinds: list[ColumnElement[bool]] = [D.c.dispatched_at.is_(None)]
     if everything:
-        conditions.append(D.c.dispatched_at.is_not(None))
-    elif orphaned_vendors:
-        conditions.append(
-            D.c.vendor.in_(orphaned_vendors)
-            & (D.c.dispatched_at < now - timedelta(seconds=ORPHAN_AFTER_SECONDS))
+        kinds = [true()]
+    else:
+        kinds.append(D.c.dispatched_at < now - timedelta(seconds=settings.redispatch_after_seconds))
+        if orphaned_vendors:
+            kinds.append(
+                D.c.vendor.in_(orphaned_vendors)
+                & (D.c.dispatched_at < now - timedelta(seconds=ORPHAN_AFTER_SECONDS))
+            )
+    published: list[tuple[uuid.UUID, str, Lane]] = []
+    for kind in kinds:
+        limit = DISPATCH_LIMIT_PER_TICK - len(published)
+        if limit <= 0:
+            break
+        due = (
+            select(D.c.id)
+            .where(D.c.status == DeliveryStatus.PENDING, D.c.next_attempt_at <= now, kind)
+            .order_by(D.c.next_attempt_at)
+            .limit(limit)
         )
-    due = (
-        select(D.c.id)
-        .where(
-            D.c.status == DeliveryStatus.PENDING,
-            D.c.next_attempt_at <= now,
-            or_(*conditions),
-        )
-        .order_by(D.c.next_attempt_at)
-        .limit(DISPATCH_LIMIT_PER_TICK)
-    )
-    if blocked_vendors:
-        due = due.where(D.c.vendor.not_in(blocked_vendors))
-    if conn.dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    rows = conn.execute(
-        update(D)
-        .where(D.c.id.in_(due.scalar_subquery()), D.c.status == DeliveryStatus.PENDING)
-        .values(dispatched_at=now)
-        .returning(D.c.id, D.c.vendor, D.c.lane)
-    ).all()
-    return [(r.id, r.vendor, Lane(r.lane)) for r in rows]
+        if blocked_vendors:
+            due = due.where(D.c.vendor.not_in(blocked_vendors))
+        if conn.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        rows = conn.execute(
+            update(D)
+            .where(D.c.id.in_(due.scalar_subquery()), D.c.status == DeliveryStatus.PENDING)
+            .values(dispatched_at=now)
+            .returning(D.c.id, D.c.vendor, D.c.lane)
+        ).all()
+        published += [(r.id, r.vendor, Lane(r.lane)) for r in rows]
+    return published
 
 
 def purge_expired_keys(conn: Connection, limit: int = 10_000) -> int:
