@@ -232,13 +232,7 @@ def _send_all(
             return
         except Exception as exc:  # an adapter bug on one job must not stop the others
             log.exception("%s adapter failed to build a request", vendor.name)
-            failed = SendResult(
-                Verdict.RETRY,
-                None,
-                0,
-                error_class=type(exc).__name__,
-                reason=f"adapter error {type(exc).__name__}: {redact(str(exc), 200)}",
-            )
+            failed = _adapter_error(exc)
             for c in group:
                 outcomes.append(_outcome(c, AttemptOutcome.RETRY, failed, utcnow(), policy))
             continue
@@ -257,13 +251,7 @@ def _send_all(
             )
         except Exception as exc:  # an adapter bug: retried, then dead with its summary
             log.exception("%s adapter raised while handling a response", vendor.name)
-            result = SendResult(
-                Verdict.RETRY,
-                None,
-                0,
-                error_class=type(exc).__name__,
-                reason=f"adapter error {type(exc).__name__}: {redact(str(exc), 200)}",
-            )
+            result = _adapter_error(exc)
         if len(group) > 1 and result.verdict is Verdict.DEAD:
             # The vendor refused the array: find the bad element by sending each on its own.
             pending = [[c] for c in group] + pending
@@ -312,6 +300,17 @@ def _kind(result: SendResult) -> AttemptOutcome:
         Verdict.RETRY: AttemptOutcome.RETRY,
         Verdict.DEAD: AttemptOutcome.DEAD,
     }[result.verdict]
+
+
+def _adapter_error(exc: Exception) -> SendResult:
+    """An unexpected exception in a vendor adapter: retried, then dead-lettered with this."""
+    return SendResult(
+        Verdict.RETRY,
+        None,
+        0,
+        error_class=type(exc).__name__,
+        reason=f"adapter error {type(exc).__name__}: {redact(str(exc), 200)}",
+    )
 
 
 def _gate(vendor: str, redis_url: str | None) -> breaker.Gate:

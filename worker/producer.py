@@ -73,17 +73,7 @@ def validate_job(
     if not isinstance(vendor, str) or not vendor:
         raise InvalidJob([FieldError("vendor", "must be a vendor name (a string)")])
     adapter = get_vendor(vendor)  # raises InvalidJob listing the valid vendors
-    if not isinstance(operation, str) or operation not in adapter.operations:
-        valid = ", ".join(sorted(adapter.operations))
-        raise InvalidJob(
-            [
-                FieldError(
-                    "operation",
-                    f"unknown operation {operation!r} for vendor {vendor!r}; "
-                    f"valid operations: {valid}",
-                )
-            ]
-        )
+    adapter.check_operation(operation)
     if idempotency_key is not None and (
         not isinstance(idempotency_key, str)
         or not idempotency_key.strip()

@@ -119,9 +119,9 @@ class Vendor(ABC):
 
     # ---- enqueue time -------------------------------------------------------------------
 
-    def prepare(self, operation: str, payload: Any, idempotency_key: str | None) -> PreparedJob:
-        """Validate a job against the operation's model and apply the vendor's rules."""
-        model = self.operations.get(operation)
+    def check_operation(self, operation: Any) -> type[BaseModel]:
+        """The payload model of `operation`, or InvalidJob listing the valid operations."""
+        model = self.operations.get(operation) if isinstance(operation, str) else None
         if model is None:
             valid = ", ".join(sorted(self.operations))
             raise InvalidJob(
@@ -133,6 +133,11 @@ class Vendor(ABC):
                     )
                 ]
             )
+        return model
+
+    def prepare(self, operation: str, payload: Any, idempotency_key: str | None) -> PreparedJob:
+        """Validate a job against the operation's model and apply the vendor's rules."""
+        model = self.check_operation(operation)
         if not isinstance(payload, dict):
             raise InvalidJob([FieldError("payload", "must be a JSON object")])
         try:
