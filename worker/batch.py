@@ -52,6 +52,8 @@ class BatchSummary:
     released: int = 0
     deferred: int = 0
     zombies: int = 0
+    # Every delivery this task claimed, its own and topped-up ones: Flower shows them.
+    delivery_ids: list[str] = field(default_factory=list)
     woken: list[tuple[uuid.UUID, str, Lane]] = field(default_factory=list, repr=False)
     # A topped-up batch came back full: more due deliveries are probably waiting.
     batch_full: bool = field(default=False, repr=False)
@@ -85,6 +87,7 @@ def process_batch(vendor_name: str, ids: Sequence[uuid.UUID], top_up: bool = Fal
         claimed = claim(conn, vendor_name, own, settings.lease_seconds, top_up=extra)
         deps = dependency_states(conn, [c.depends_on for c in claimed if c.depends_on])
     summary.claimed = len(claimed)
+    summary.delivery_ids = [str(c.id) for c in claimed]
     summary.batch_full = top_up and len(claimed) >= settings.batch_size
     if not claimed:
         return summary

@@ -70,7 +70,9 @@ def deliver(
         if summary.woken:
             publish_many(summary.woken)
         for key, value in summary.as_dict().items():
-            if key != "vendor":
+            if isinstance(value, list):
+                totals[key] = totals.get(key, []) + value
+            elif key != "vendor":
                 totals[key] = totals.get(key, 0) + value
     # A full topped-up batch: more fresh deliveries are due than one batch holds; keep draining.
     more_due = summary is not None and summary.batch_full and redis_url
