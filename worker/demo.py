@@ -400,7 +400,9 @@ def _summary(console: Console, result: DemoResult, mock_stats: dict[str, Any]) -
     if not result.finished:
         console.print("[yellow]stopped waiting before every delivery finished[/yellow]")
     if result.dead_letters:
-        table = Table(title="dead letters (eventrelay dlq replay ID sends one again)")
+        table = Table(
+            title="dead letters (in a real deployment `eventrelay dlq replay ID` sends one again)"
+        )
         for col in ("id", "vendor", "operation", "reason"):
             table.add_column(col)
         for d in result.dead_letters:
