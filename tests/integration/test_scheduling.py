@@ -168,3 +168,43 @@ def test_one_at_a_time_enqueues_share_messages_and_all_get_delivered(
     assert all(delivery(r.delivery_id).attempts == 1 for r in receipts)
     tasks = worker.output().count("eventrelay.deliver[")
     assert 0 < tasks <= 2 * 3  # received + succeeded lines for 20 + 20 + 5, not 45 messages
+
+
+@pytest.mark.usefixtures("clean")
+def test_fresh_events_are_not_stuck_behind_a_large_replay(
+    mock_vendors: Any, logs_dir: Path, child_env: Any, cli: Any
+) -> None:
+    replayed = enqueue_many(
+        {
+            "vendor": "vtcdn",
+            "operation": "send_event",
+            "payload": jobs.vtcdn_update(email=f"r{i}@x.io"),
+        }
+        for i in range(200)
+    )
+    with get_engine().begin() as conn:  # 200 dead letters, as after a long vendor outage
+        conn.execute(update(Delivery).values(status="dead", reason="outage", finished_at=utcnow()))
+    mock_vendors.set_faults("vtcdn", latency_ms=40)
+    worker = start_worker(
+        child_env(),
+        logs_dir / "lanes-worker.log",
+        concurrency=1,
+        queues="eventrelay.vtcdn,eventrelay.vtcdn.retry",
+        name="lanes",
+    )
+    try:
+        cli("dlq", "replay", "--all", "--vendor", "vtcdn")  # 10 messages in the retry lane
+        time.sleep(0.5)
+        fresh = enqueue("vtcdn", "send_event", jobs.vtcdn_update(email="fresh@x.io"))
+        wait_status(fresh.delivery_id, "delivered", timeout=30)
+        with get_engine().connect() as conn:
+            replay_done = conn.execute(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.status == "delivered", Delivery.id != fresh.delivery_id)
+            ).scalar_one()
+        assert replay_done <= 100  # the fresh event went out while most of the replay waited
+        for r in replayed:
+            wait_status(r.delivery_id, "delivered", timeout=60)
+    finally:
+        worker.stop()
