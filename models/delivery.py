@@ -22,9 +22,6 @@ class DeliveryStatus(enum.StrEnum):
     SUPPRESSED = "suppressed"  # a vendor rule says it must not be sent (e.g. vtcdn email opens)
 
 
-TERMINAL_STATUSES = (DeliveryStatus.DELIVERED, DeliveryStatus.DEAD, DeliveryStatus.SUPPRESSED)
-
-
 class Lane(enum.StrEnum):
     """Which queue a delivery's next message goes to: fresh work never waits behind retries."""
 

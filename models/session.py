@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
 
 _lock = threading.Lock()
 _engines: dict[str, tuple[int, Engine]] = {}
@@ -81,11 +78,3 @@ def reset_engine() -> None:
         for pid, engine in _engines.values():
             engine.dispose(close=pid == os.getpid())
         _engines.clear()
-
-
-@contextmanager
-def session_scope(url: str | None = None) -> Iterator[Session]:
-    """A session in one transaction: committed on success, rolled back on error."""
-    factory = sessionmaker(get_engine(url), expire_on_commit=False)
-    with factory.begin() as session:
-        yield session

@@ -269,7 +269,7 @@ def _send_all(
                 [c for g in pending for c in g], outcomes, breaker.PARKED_RECHECK_SECONDS, reason
             )
             if redis_url:
-                _best_effort("park the vendor", breaker.park, vendor.name, reason, redis_url)
+                best_effort("park the vendor", breaker.park, vendor.name, reason, redis_url)
             log.error(
                 "%s: vendor parked: %s. Fix %s's credentials, then run "
                 "`eventrelay vendors resume %s`",
@@ -282,9 +282,7 @@ def _send_all(
         for c in group:
             outcomes.append(_outcome(c, _kind(result), result, started, policy))
         if result.verdict is not Verdict.DELIVERED or health_dirty:
-            _best_effort(
-                "track vendor health", _track_vendor_health, vendor.name, result, redis_url
-            )
+            best_effort("track vendor health", _track_vendor_health, vendor.name, result, redis_url)
             health_dirty = result.verdict is not Verdict.DELIVERED
         failures_in_a_row = failures_in_a_row + 1 if result.verdict is Verdict.RETRY else 0
         no_answer = result.verdict is Verdict.RETRY and result.status_code is None
@@ -340,12 +338,14 @@ def _acquire(vendor: str, rate: float, redis_url: str) -> bool:
         return False
 
 
-def _best_effort(what: str, fn: Any, *args: Any) -> None:
-    # Fleet-wide bookkeeping must never undo a recorded vendor answer.
+def best_effort(what: str, fn: Any, *args: Any) -> Any:
+    """Fleet-wide bookkeeping in Redis: its failure is logged, never raised (it must not undo
+    a recorded vendor answer, and the scheduler covers for a lost doorbell). None on failure."""
     try:
-        fn(*args)
+        return fn(*args)
     except Exception as exc:
         log.warning("could not %s (%s: %s)", what, type(exc).__name__, exc)
+        return None
 
 
 def _track_vendor_health(vendor: str, result: SendResult, redis_url: str | None) -> None:

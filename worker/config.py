@@ -16,6 +16,10 @@ DEFAULT_DATABASE_URL = "sqlite:///eventrelay.db"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 
 
+def is_redis_url(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://", "unix://"))
+
+
 class Settings(BaseSettings):
     """Process-wide settings; every field is `EVENTRELAY_<NAME>` in the environment."""
 
@@ -59,7 +63,7 @@ class Settings(BaseSettings):
     def effective_redis_url(self) -> str | None:
         if self.redis_url:
             return self.redis_url
-        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        if is_redis_url(self.broker_url):
             return self.broker_url
         return None
 

@@ -170,6 +170,15 @@ def defer(conn: Connection, vendor: str, ids: Sequence[uuid.UUID], until: dateti
     return int(result.rowcount or 0)
 
 
+def mark_unpublished(conn: Connection, ids: Sequence[uuid.UUID]) -> None:
+    """Publishing failed: clear dispatched_at so the scheduler publishes these when it can."""
+    conn.execute(
+        update(D)
+        .where(D.c.id.in_(ids), D.c.status == DeliveryStatus.PENDING)
+        .values(dispatched_at=None)
+    )
+
+
 @dataclass
 class Recorded:
     """Which outcomes took effect (the others lost their lease to another worker)."""

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, select
 
 from models.base import new_id, utcnow
 from models.delivery import DELIVERIES, DeliveryStatus, Lane
 from models.idempotency import IDEMPOTENCY_KEYS
 from models.session import get_engine
 from worker.config import Settings, get_settings
+from worker.delivery import mark_unpublished
 from worker.errors import EventRelayError, FieldError, InvalidJob
 from worker.sql import dialect_insert
 from worker.vendors import get_vendor
@@ -368,11 +369,7 @@ def publish_after_commit(rows: Sequence[tuple[uuid.UUID, str, Lane]]) -> None:
         )
         try:
             with get_engine().begin() as conn:
-                conn.execute(
-                    update(D)
-                    .where(D.c.id.in_([r[0] for r in rows]), D.c.status == DeliveryStatus.PENDING)
-                    .values(dispatched_at=None)
-                )
+                mark_unpublished(conn, [r[0] for r in rows])
         except Exception:
             log.exception("could not mark jobs for the scheduler; its orphan sweep will find them")
 

@@ -14,15 +14,27 @@ from worker.queues import queue_name
 log = logging.getLogger("eventrelay.publish")
 
 
+def chunked(ids: Sequence[uuid.UUID], size: int) -> list[Sequence[uuid.UUID]]:
+    """Batches of at most `size` ids; no ids is one empty batch (a "drain" message)."""
+    return [ids[start : start + size] for start in range(0, len(ids), size)] or [[]]
+
+
+def _by_vendor_lane(
+    rows: Iterable[tuple[uuid.UUID, str, Lane]],
+) -> dict[tuple[str, Lane], list[uuid.UUID]]:
+    groups: dict[tuple[str, Lane], list[uuid.UUID]] = defaultdict(list)
+    for delivery_id, vendor, lane in rows:
+        groups[(vendor, Lane(lane))].append(delivery_id)
+    return groups
+
+
 def publish(vendor: str, lane: Lane, ids: Sequence[uuid.UUID], *, fail_fast: bool = False) -> None:
     """One message per batch of ids. Raises if the broker cannot be reached."""
     from worker.tasks import deliver
 
-    size = get_settings().batch_size
     options = {"retry": False} if fail_fast else {}
-    chunks = [ids[start : start + size] for start in range(0, len(ids), size)] or [[]]
     with deliver.app.producer_or_acquire() as producer:  # one connection for all chunks
-        for chunk in chunks:
+        for chunk in chunked(ids, get_settings().batch_size):
             deliver.apply_async(
                 args=(vendor, [str(i) for i in chunk]),
                 queue=queue_name(vendor, lane),
@@ -32,10 +44,7 @@ def publish(vendor: str, lane: Lane, ids: Sequence[uuid.UUID], *, fail_fast: boo
 
 
 def publish_many(rows: Iterable[tuple[uuid.UUID, str, Lane]], *, fail_fast: bool = False) -> None:
-    groups: dict[tuple[str, Lane], list[uuid.UUID]] = defaultdict(list)
-    for delivery_id, vendor, lane in rows:
-        groups[(vendor, Lane(lane))].append(delivery_id)
-    for (vendor, lane), ids in groups.items():
+    for (vendor, lane), ids in _by_vendor_lane(rows).items():
         publish(vendor, lane, ids, fail_fast=fail_fast)
 
 
@@ -48,10 +57,7 @@ def publish_new(rows: Iterable[tuple[uuid.UUID, str, Lane]], *, fail_fast: bool 
     settings = get_settings()
     size = settings.batch_size
     redis_url = settings.effective_redis_url
-    groups: dict[tuple[str, Lane], list[uuid.UUID]] = defaultdict(list)
-    for delivery_id, vendor, lane in rows:
-        groups[(vendor, Lane(lane))].append(delivery_id)
-    for (vendor, lane), ids in groups.items():
+    for (vendor, lane), ids in _by_vendor_lane(rows).items():
         full = len(ids) - len(ids) % size
         if full:
             publish(vendor, lane, ids[:full], fail_fast=fail_fast)

@@ -20,12 +20,15 @@ def get_redis(url: str | None = None) -> redis.Redis:
             "EVENTRELAY_BROKER_URL)",
             env_var="EVENTRELAY_REDIS_URL",
         )
-    key = (os.getpid(), url)
-    client = _clients.get(key)
+    pid = os.getpid()
+    client = _clients.get((pid, url))
     if client is None:
+        # Forget only what a parent process left us: clearing on every new URL would rebuild
+        # the pools on each call when the broker and the fleet state use different Redis URLs.
+        for stale in [k for k in _clients if k[0] != pid]:
+            del _clients[stale]
         client = redis.Redis.from_url(
             url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
         )
-        _clients.clear()  # drop what a parent process left us
-        _clients[key] = client
+        _clients[(pid, url)] = client
     return client

@@ -24,8 +24,8 @@ from models.delivery import DELIVERIES, DeliveryStatus, Lane
 from models.idempotency import IDEMPOTENCY_KEYS
 from models.session import get_engine
 from worker import breaker
-from worker.config import Settings, get_settings
-from worker.delivery import recover_expired_leases
+from worker.config import Settings, get_settings, is_redis_url
+from worker.delivery import mark_unpublished, recover_expired_leases
 from worker.publish import publish_many
 from worker.queues import vendor_queues
 from worker.vendors import vendor_names
@@ -54,7 +54,7 @@ class TickSummary:
 
 def queue_depths(broker_url: str) -> dict[str, int] | None:
     """Messages waiting per queue (Redis broker only; None otherwise or if unreachable)."""
-    if not broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if not is_redis_url(broker_url):
         return None
     from worker.redis_client import get_redis
 
@@ -76,7 +76,7 @@ def queue_depths(broker_url: str) -> dict[str, int] | None:
 
 def _broker_was_reset(broker_url: str) -> bool:
     """True the first time we see a broker without our epoch mark (restart, FLUSHALL)."""
-    if not broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if not is_redis_url(broker_url):
         return False
     from worker.redis_client import get_redis
 
@@ -191,13 +191,7 @@ class Scheduler:
                     "broker unavailable (%s); will publish on a later tick", type(exc).__name__
                 )
                 with engine.begin() as conn:
-                    conn.execute(
-                        update(D)
-                        .where(
-                            D.c.id.in_([r[0] for r in rows]), D.c.status == DeliveryStatus.PENDING
-                        )
-                        .values(dispatched_at=None)
-                    )
+                    mark_unpublished(conn, [r[0] for r in rows])
                 rows = []
         summary.dispatched = len(rows)
         if time.monotonic() - self._last_cleanup > CLEANUP_EVERY_SECONDS:

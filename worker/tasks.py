@@ -11,10 +11,10 @@ from sqlalchemy.exc import DBAPIError
 
 from models.delivery import Lane
 from worker import doorbell
-from worker.batch import process_batch
+from worker.batch import best_effort, process_batch
 from worker.celery_app import TASK_NAME_DELIVER, TASK_NAME_INGEST, app
 from worker.config import get_settings
-from worker.publish import publish, publish_many
+from worker.publish import chunked, publish, publish_many
 from worker.queues import queue_name
 
 log = logging.getLogger("eventrelay.worker")
@@ -60,12 +60,11 @@ def deliver(
     fresh = (self.request.delivery_info or {}).get("routing_key") == queue_name(vendor, Lane.FRESH)
     redis_url = settings.effective_redis_url
     if fresh and redis_url:
-        _best_effort(doorbell.answer, vendor, redis_url)
+        best_effort("answer the doorbell", doorbell.answer, vendor, redis_url)
     size = settings.batch_size
     totals: dict[str, Any] = {"vendor": vendor}
-    chunks = [ids[start : start + size] for start in range(0, len(ids), size)] or [[]]
     summary = None
-    for chunk in chunks:
+    for chunk in chunked(ids, size):
         summary = process_batch(vendor, chunk, top_up=fresh)
         if summary.woken:
             publish_many(summary.woken)
@@ -76,17 +75,9 @@ def deliver(
                 totals[key] = totals.get(key, 0) + value
     # A full topped-up batch: more fresh deliveries are due than one batch holds; keep draining.
     more_due = summary is not None and summary.batch_full and redis_url
-    if more_due and _best_effort(doorbell.ring, vendor, redis_url):
+    if more_due and best_effort("ring the doorbell", doorbell.ring, vendor, redis_url):
         publish(vendor, Lane.FRESH, [])
     return totals
-
-
-def _best_effort(fn: Any, *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except RedisError as exc:
-        log.warning("doorbell unavailable (%s); the scheduler covers for it", type(exc).__name__)
-        return None
 
 
 @app.task(name=TASK_NAME_INGEST, ignore_result=True)

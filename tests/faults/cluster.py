@@ -154,7 +154,7 @@ class Cluster:
         self.mock = mock
         self.env = {
             **{k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"},
-            **mock_env(mock),
+            **vendor_env(),
             "EVENTRELAY_DATABASE_URL": self.pg.url,
             "EVENTRELAY_BROKER_URL": self.redis.url,
             "EVENTRELAY_REDIS_URL": self.redis.url,
@@ -216,7 +216,7 @@ class Cluster:
         with self.engine.connect() as conn:
             return conn.execute(text(sql)).scalar()
 
-    def wait_until_settled(self, accepted_ids: set[str], timeout: float) -> None:
+    def wait_until_settled(self, timeout: float) -> None:
         def settled() -> bool:
             try:
                 with self.engine.connect() as conn:
@@ -240,8 +240,8 @@ class Cluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def mock_env(mock: Any) -> dict[str, str]:
+def vendor_env() -> dict[str, str]:
+    """The test vendors' base URLs and keys (the session's mock vendor server)."""
     from tests.conftest import TEST_ENV
 
-    env = {k: v for k, v in TEST_ENV.items() if k.endswith(("_KEY", "_TOKEN", "_BASE_URL"))}
-    return env
+    return {k: v for k, v in TEST_ENV.items() if k.endswith(("_KEY", "_TOKEN", "_BASE_URL"))}

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from tests.faults.cluster import Cluster
 from tests.faults.conftest import REPORT
@@ -162,7 +163,7 @@ def test_kill_9_one_of_two_workers_during_a_storm(cluster: Cluster, mock: Any) -
     )
     victim.signal(signal.SIGKILL)  # the main process and its pool children, no goodbye
     victim.stop()
-    cluster.wait_until_settled(set(), SETTLE_SECONDS)
+    cluster.wait_until_settled(SETTLE_SECONDS)
     lost_attempts = int(
         cluster.scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'lost'") or 0
     )
@@ -194,7 +195,7 @@ def test_broker_lost_mid_run(cluster: Cluster, mock: Any, how: str) -> None:
     else:
         cluster.redis.flushall()
     started = time.monotonic()
-    cluster.wait_until_settled(set(), SETTLE_SECONDS)
+    cluster.wait_until_settled(SETTLE_SECONDS)
     figures = report(
         f"redis {how} mid-run",
         cluster,
@@ -216,7 +217,7 @@ def test_postgres_restart_mid_run(cluster: Cluster, mock: Any) -> None:
     wait_for(lambda: delivered_count(cluster) >= n // 5, 120, what="a fifth delivered")
     cluster.pg.restart()  # immediate shutdown: connections drop mid-transaction
     started = time.monotonic()
-    cluster.wait_until_settled(set(), SETTLE_SECONDS)
+    cluster.wait_until_settled(SETTLE_SECONDS)
     figures = report(
         "postgresql restart mid-run",
         cluster,
@@ -241,7 +242,7 @@ def test_vendors_answering_500s_429s_and_too_slowly(cluster: Cluster, mock: Any)
     receipts = cluster.produce(mixed_jobs(n, "flaky"))
     time.sleep(6)
     mock.set_faults("infobip", clear=True)  # the slow spell ends
-    cluster.wait_until_settled(set(), SETTLE_SECONDS)
+    cluster.wait_until_settled(SETTLE_SECONDS)
     timeouts = int(
         cluster.scalar("SELECT count(*) FROM delivery_attempts WHERE error_class LIKE '%Timeout%'")
         or 0
@@ -270,7 +271,7 @@ def test_one_vendor_hanging_does_not_hold_up_the_others(cluster: Cluster, mock: 
     others = [j for j in mixed_jobs(n, "base") if j["vendor"] != "infobip"]
     started = time.monotonic()
     baseline = cluster.produce(others)
-    cluster.wait_until_settled(set(), SETTLE_SECONDS)
+    cluster.wait_until_settled(SETTLE_SECONDS)
     baseline_rate = len(others) / (time.monotonic() - started)
 
     mock.reset()
@@ -295,11 +296,7 @@ def test_one_vendor_hanging_does_not_hold_up_the_others(cluster: Cluster, mock: 
         what="the other vendors' deliveries",
     )
     during_rate = len(others) / (time.monotonic() - started)
-    circuit = (
-        __import__("redis")
-        .Redis.from_url(cluster.redis.url)
-        .exists("eventrelay:breaker:infobip:open")
-    )
+    circuit = redis.Redis.from_url(cluster.redis.url).exists("eventrelay:breaker:infobip:open")
     attempts_spent = int(
         cluster.scalar(
             "SELECT coalesce(max(d.attempts), 0) FROM deliveries d WHERE d.vendor = 'infobip'"
@@ -307,7 +304,7 @@ def test_one_vendor_hanging_does_not_hold_up_the_others(cluster: Cluster, mock: 
         or 0
     )
     mock.set_faults("infobip", clear=True)
-    cluster.wait_until_settled(set(), SETTLE_SECONDS)
+    cluster.wait_until_settled(SETTLE_SECONDS)
     report(
         "infobip hangs, others keep going",
         cluster,
@@ -355,7 +352,7 @@ def test_eight_producers_on_overlapping_keys(cluster: Cluster, mock: Any) -> Non
     receipts = [r for _ in procs for r in out.get(timeout=120)]
     for p in procs:
         p.join(30)
-    cluster.wait_until_settled(set(), SETTLE_SECONDS)
+    cluster.wait_until_settled(SETTLE_SECONDS)
     keys = 7 * 25 + 100
     figures = report(
         "8 producers, overlapping keys",
