@@ -8,13 +8,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# pyproject's `readme` and the packages it finds (worker*, models*, migrations*).
+# pyproject's `readme` and the folders its package-dir maps under the one import name
+# `eventrelay` (eventrelay/, worker/, models/, migrations/).
 COPY pyproject.toml README.md alembic.ini ./
+COPY eventrelay/ eventrelay/
 COPY worker/ worker/
 COPY models/ models/
 COPY migrations/ migrations/
 
-# The `flower` extra, so `celery -A worker flower` runs from this image too.
+# The `flower` extra, so `celery -A eventrelay.worker flower` runs from this image too.
 RUN pip install --no-cache-dir ".[flower]"
 
 # Celery warns when run as root, and nothing here needs root at run time.

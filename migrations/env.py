@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from models import Base
-from models.session import get_engine
+from eventrelay.models import Base
+from eventrelay.models.session import get_engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -16,7 +16,7 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from worker.config import get_settings
+    from eventrelay.worker.config import get_settings
 
     return get_settings().database_url
 

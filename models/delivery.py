@@ -11,7 +11,7 @@ from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Table, Text, Uu
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, UTCDateTime, new_id, utcnow
+from eventrelay.models.base import Base, UTCDateTime, new_id, utcnow
 
 
 class DeliveryStatus(enum.StrEnum):

@@ -9,7 +9,7 @@ from typing import cast
 from sqlalchemy import Index, String, Table, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, UTCDateTime, utcnow
+from eventrelay.models.base import Base, UTCDateTime, utcnow
 
 
 class IdempotencyKey(Base):

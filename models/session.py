@@ -30,7 +30,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def _database_url() -> str:
-    from worker.config import get_settings
+    from eventrelay.worker.config import get_settings
 
     return get_settings().database_url
 

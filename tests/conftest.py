@@ -65,8 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def database_url() -> str:
     """A fresh, migrated PostgreSQL database of the tests' own."""
-    from models.session import reset_engine
-    from worker.migrate import upgrade
+    from eventrelay.models.session import reset_engine
+    from eventrelay.worker.ops.migrate import upgrade
 
     url = ensure_database(TEST_DB_NAME, fresh=True)
     reset_engine()
@@ -76,7 +76,7 @@ def database_url() -> str:
 
 @pytest.fixture(scope="session")
 def redis_client() -> Any:
-    from worker.redis_client import get_redis
+    from eventrelay.worker.fleet.redis_client import get_redis
 
     client = get_redis(TEST_ENV["EVENTRELAY_REDIS_URL"])
     client.ping()
@@ -85,7 +85,7 @@ def redis_client() -> Any:
 
 @pytest.fixture(scope="session")
 def mock_vendors() -> Iterator[Any]:
-    from worker.mockvendors import MockVendors
+    from eventrelay.worker.dev.mock.server import MockVendors
 
     server = MockVendors(port=MOCK_PORT, credentials=MOCK_CREDENTIALS).start()
     yield server
@@ -98,7 +98,7 @@ def clean(database_url: str, redis_client: Any, mock_vendors: Any) -> Iterator[N
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
-    from models.session import get_engine
+    from eventrelay.models.session import get_engine
 
     # A worker still finishing the previous test's deliveries can deadlock with TRUNCATE's
     # table locks; PostgreSQL then cancels one side, so try again.
@@ -157,7 +157,7 @@ def cli() -> Any:
         *args: str, input: str | None = None, check: bool = True, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "worker.cli", *args],
+            [sys.executable, "-m", "eventrelay", *args],
             input=input,
             capture_output=True,
             text=True,

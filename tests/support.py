@@ -147,7 +147,7 @@ def start_worker(
 
 def start_scheduler(env: dict[str, str], log_path: Path, interval: float = 0.2) -> Proc:
     return Proc(
-        [sys.executable, "-m", "worker.cli", "scheduler", "--interval", str(interval)],
+        [sys.executable, "-m", "eventrelay", "scheduler", "--interval", str(interval)],
         env,
         log_path,
     )

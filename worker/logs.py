@@ -7,10 +7,10 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from worker.redact import redact
+from eventrelay.worker.redact import redact
 
 if TYPE_CHECKING:
-    from worker.delivery import Outcome
+    from eventrelay.worker.engine.state import Outcome
 
 attempt_log = logging.getLogger("eventrelay.attempt")
 

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
-import models.base
+import eventrelay.models.base
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -28,7 +27,7 @@ def upgrade() -> None:
         sa.Column("profile_id", sa.String(length=255), nullable=False),
         sa.Column("customer_user_id", sa.String(length=255), nullable=True),
         sa.Column("delivery_id", sa.Uuid(), nullable=False),
-        sa.Column("created_at", models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", eventrelay.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("profile_id", name=op.f("pk_botsi_profiles")),
     )
     with op.batch_alter_table("botsi_profiles", schema=None) as batch_op:
@@ -65,16 +64,16 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("window_started_at", models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("window_started_at", eventrelay.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("window_base_attempts", sa.Integer(), nullable=False),
-        sa.Column("next_attempt_at", models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("dispatched_at", models.base.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("lease_expires_at", models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("next_attempt_at", eventrelay.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("dispatched_at", eventrelay.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_expires_at", eventrelay.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("last_status_code", sa.Integer(), nullable=True),
-        sa.Column("created_at", models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("finished_at", models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", eventrelay.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", eventrelay.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", eventrelay.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["depends_on"],
             ["deliveries.id"],
@@ -99,8 +98,8 @@ def upgrade() -> None:
         sa.Column("vendor", sa.String(length=64), nullable=False),
         sa.Column("key", sa.String(length=255), nullable=False),
         sa.Column("delivery_id", sa.Uuid(), nullable=False),
-        sa.Column("created_at", models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", eventrelay.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", eventrelay.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("vendor", "key", name=op.f("pk_idempotency_keys")),
     )
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
@@ -125,7 +124,7 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
-        sa.Column("started_at", models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("started_at", eventrelay.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("duration_ms", sa.Integer(), nullable=True),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("error_class", sa.String(length=128), nullable=True),

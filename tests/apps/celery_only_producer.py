@@ -29,7 +29,7 @@ class Forbid(importlib.abc.MetaPathFinder):
 
 def load_remote(mode: str) -> Any:
     if mode == "installed":
-        import worker.integrations.remote as remote
+        import eventrelay.worker.integrations.remote as remote
 
         return remote
     sys.meta_path.insert(0, Forbid())

@@ -9,8 +9,8 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from eventrelay.worker.integrations.flask import enqueue_after_commit, eventrelay_enqueue
 from tests.integration import jobs
-from worker.integrations.flask import enqueue_after_commit, eventrelay_enqueue
 
 
 class Base(DeclarativeBase):

@@ -26,8 +26,8 @@ def django_producer(number: str) -> None:
     django.setup()
     from django.db import transaction
 
+    from eventrelay.worker.integrations.django import enqueue
     from tests.apps.shop.models import Order
-    from worker.integrations.django import enqueue
 
     with transaction.atomic():
         transaction.on_commit(die)
@@ -39,8 +39,8 @@ def django_producer(number: str) -> None:
 def flask_producer(number: str) -> None:
     from sqlalchemy import event
 
+    from eventrelay.worker.integrations.flask import eventrelay_enqueue
     from tests.apps.flask_app import Order, create_app, db
-    from worker.integrations.flask import eventrelay_enqueue
 
     app = create_app(os.environ["EVENTRELAY_DATABASE_URL"])
     with app.app_context():

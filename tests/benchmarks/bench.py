@@ -122,7 +122,7 @@ def job(n: int, run: str) -> dict[str, Any]:
 
 def naive_request(j: dict[str, Any]) -> tuple[str, dict[str, str], Any]:
     """The same HTTP request eventrelay would make, as a naive task's arguments."""
-    from worker.vendors import get_vendor
+    from eventrelay.worker.vendors import get_vendor
 
     request = get_vendor(j["vendor"]).build_request(j["operation"], [j["payload"]])
     return request.url, dict(request.headers), request.json_body
@@ -310,8 +310,8 @@ def reset_state() -> None:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DB}"'))
         conn.execute(text(f'CREATE DATABASE "{BENCH_DB}"'))
     admin.dispose()
-    from models.session import reset_engine
-    from worker.migrate import upgrade
+    from eventrelay.models.session import reset_engine
+    from eventrelay.worker.ops.migrate import upgrade
 
     reset_engine()
     upgrade(ENV["EVENTRELAY_DATABASE_URL"])
@@ -366,7 +366,7 @@ def phase_naive_backlog(
 def phase_eventrelay_backlog(
     fleet: Fleet, n: int, run: str, profile: bool
 ) -> tuple[dict[str, float], list[tuple[float, str]], subprocess.Popen[bytes]]:
-    from worker.producer import enqueue_many
+    from eventrelay.worker.producer import enqueue_many
 
     mock_reset()
     for start in range(0, n, 5000):
@@ -433,7 +433,7 @@ def phase_steady(
 
 
 def phase_enqueue(single: int, bulk: int, run: str) -> dict[str, float]:
-    from worker.producer import enqueue, enqueue_many
+    from eventrelay.worker.producer import enqueue, enqueue_many
 
     t0 = time.perf_counter()
     for i in range(single):
@@ -454,7 +454,7 @@ def phase_enqueue(single: int, bulk: int, run: str) -> dict[str, float]:
 
 def phase_drain(fleet: Fleet, n: int, run: str) -> dict[str, float]:
     """A large backlog: does the drain rate hold as the tables grow? Does memory?"""
-    from worker.producer import enqueue_many
+    from eventrelay.worker.producer import enqueue_many
 
     mock_reset()
     t0 = time.perf_counter()
@@ -542,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     reset_state()
     fleet = Fleet(out, args.concurrency)
     fleet.start(
-        [sys.executable, "-m", "worker.cli", "mock-vendors", "--port", str(MOCK_PORT)], "mock"
+        [sys.executable, "-m", "eventrelay", "mock-vendors", "--port", str(MOCK_PORT)], "mock"
     )
     for _ in range(100):
         try:
@@ -568,8 +568,8 @@ def main(argv: list[str] | None = None) -> int:
             fleet, jobs, "er", args.profile
         )
         results["eventrelay_backlog"] = er
-        fleet.start([sys.executable, "-m", "worker.cli", "scheduler"], "scheduler")
-        from worker.producer import enqueue
+        fleet.start([sys.executable, "-m", "eventrelay", "scheduler"], "scheduler")
+        from eventrelay.worker.producer import enqueue
 
         def send_one(j: dict[str, Any]) -> None:
             enqueue(j["vendor"], j["operation"], j["payload"])

@@ -170,7 +170,7 @@ class Cluster:
         self.procs: list[Proc] = []
         self.engine = create_engine(self.pg.url, pool_pre_ping=True)
         subprocess.run(
-            [sys.executable, "-m", "worker.cli", "migrate"],
+            [sys.executable, "-m", "eventrelay", "migrate"],
             env=self.env,
             check=True,
             capture_output=True,
@@ -185,7 +185,7 @@ class Cluster:
 
     def scheduler(self) -> Proc:
         proc = Proc(
-            [sys.executable, "-m", "worker.cli", "scheduler"], self.env, self.root / "scheduler.log"
+            [sys.executable, "-m", "eventrelay", "scheduler"], self.env, self.root / "scheduler.log"
         )
         self.procs.append(proc)
         return proc
@@ -195,7 +195,7 @@ class Cluster:
         path = self.root / f"jobs-{time.monotonic_ns()}.jsonl"
         path.write_text("\n".join(json.dumps(j) for j in jobs) + "\n")
         result = subprocess.run(
-            [sys.executable, "-m", "worker.cli", "send", "--file", str(path)],
+            [sys.executable, "-m", "eventrelay", "send", "--file", str(path)],
             env=self.env,
             capture_output=True,
             text=True,

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import redis
 
+from eventrelay.worker.fleet import keys
 from tests.faults.cluster import Cluster
 from tests.faults.conftest import REPORT
 from tests.integration import jobs as samples
@@ -296,7 +297,7 @@ def test_one_vendor_hanging_does_not_hold_up_the_others(cluster: Cluster, mock: 
         what="the other vendors' deliveries",
     )
     during_rate = len(others) / (time.monotonic() - started)
-    circuit = redis.Redis.from_url(cluster.redis.url).exists("eventrelay:breaker:infobip:open")
+    circuit = redis.Redis.from_url(cluster.redis.url).exists(keys.breaker_open("infobip"))
     attempts_spent = int(
         cluster.scalar(
             "SELECT coalesce(max(d.attempts), 0) FROM deliveries d WHERE d.vendor = 'infobip'"
@@ -317,13 +318,13 @@ def test_one_vendor_hanging_does_not_hold_up_the_others(cluster: Cluster, mock: 
 
 def _produce_overlapping(env: dict[str, str], worker_no: int, barrier: Any, out: Any) -> None:
     os.environ.update(env)
-    from worker.config import get_settings
+    from eventrelay.worker.config import get_settings
 
     get_settings.cache_clear()
-    from worker.celery_app import app, make_app
+    from eventrelay.worker.engine.celery_app import reset_app
 
-    app.conf.update(make_app().conf.table(with_defaults=False))
-    from worker.producer import enqueue_many
+    reset_app()
+    from eventrelay.worker.producer import enqueue_many
 
     barrier.wait()
     jobs = [

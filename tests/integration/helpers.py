@@ -4,8 +4,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from models.delivery import Attempt, Delivery
-from models.session import get_engine
+from eventrelay.models.delivery import Attempt, Delivery
+from eventrelay.models.session import get_engine
 from tests.support import wait_for
 
 

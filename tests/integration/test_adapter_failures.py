@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from models.base import utcnow
-from models.delivery import Delivery
-from models.session import get_engine
+from eventrelay.models.base import utcnow
+from eventrelay.models.delivery import Delivery
+from eventrelay.models.session import get_engine
+from eventrelay.worker.engine.batch import process_batch
+from eventrelay.worker.producer import enqueue
+from eventrelay.worker.vendors import get_vendor
 from tests.integration import jobs
 from tests.integration.helpers import attempts, delivery
-from worker.batch import process_batch
-from worker.producer import enqueue
-from worker.vendors import get_vendor
 
 
 @pytest.mark.usefixtures("clean")

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from models.delivery import Delivery
-from models.session import get_engine
+from eventrelay.models.delivery import Delivery
+from eventrelay.models.session import get_engine
 from tests.integration import jobs
 from tests.integration.helpers import wait_status
 
@@ -172,8 +172,8 @@ def test_dlq_purge_deletes_only_old_dead_letters(cli: Any) -> None:
 
     from sqlalchemy import update
 
-    from models.base import utcnow
-    from worker.producer import enqueue_many
+    from eventrelay.models.base import utcnow
+    from eventrelay.worker.producer import enqueue_many
 
     old, recent, alive = enqueue_many(
         {

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from models.delivery import Delivery
-from models.session import get_engine
+from eventrelay.models.delivery import Delivery
+from eventrelay.models.session import get_engine
 from tests.integration import jobs
 from tests.integration.helpers import wait_status
 from tests.support import wait_for
@@ -22,8 +22,8 @@ KEYS = 40
 
 
 def _produce(worker_no: int, barrier: Any, out: Any) -> None:
-    from models.session import reset_engine
-    from worker.producer import enqueue, enqueue_many
+    from eventrelay.models.session import reset_engine
+    from eventrelay.worker.producer import enqueue, enqueue_many
 
     reset_engine()
     barrier.wait()

@@ -33,7 +33,7 @@ def test_demo_runs_the_whole_pipeline_and_stops_everything_it_started(
     empty_bin.mkdir()
     env = _demo_env(tmp_path, path=str(empty_bin) if broker == "folder" else None)
     result = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "demo", "--users", "4", "--timeout", "90"],
+        [sys.executable, "-m", "eventrelay", "demo", "--users", "4", "--timeout", "90"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from models.delivery import Delivery
-from models.session import get_engine
+from eventrelay.models.delivery import Delivery
+from eventrelay.models.session import get_engine
 from tests.integration import jobs
 from tests.integration.helpers import delivery, wait_status
 from tests.support import ROOT, env_vars, start_scheduler
@@ -120,8 +120,8 @@ def test_a_view_that_fails_after_enqueueing_stores_and_sends_nothing(
 def test_the_job_is_part_of_djangos_open_transaction(mock_vendors: Any) -> None:
     from django.db import connection, transaction
 
+    from eventrelay.worker.integrations import django as integration
     from tests.apps.shop.models import Order
-    from worker.integrations import django as integration
 
     # A fresh engine: SQLAlchemy's first connect (dialect setup, then a rollback) happens here,
     # inside the block, and must not undo the order created before it.
@@ -144,7 +144,7 @@ def test_a_savepoint_rolled_back_takes_its_job_with_it(
 ) -> None:
     from django.db import transaction
 
-    from worker.integrations.django import enqueue
+    from eventrelay.worker.integrations.django import enqueue
 
     with transaction.atomic():
         kept = enqueue("vtcdn", "send_event", jobs.vtcdn_update(email="kept@example.com"))
@@ -163,7 +163,7 @@ def test_a_savepoint_rolled_back_takes_its_job_with_it(
 def test_outside_an_atomic_block_the_job_commits_at_once() -> None:
     from django.db import connection
 
-    from worker.integrations.django import enqueue
+    from eventrelay.worker.integrations.django import enqueue
 
     receipt = enqueue("vtcdn", "send_event", jobs.vtcdn_update())
     assert connection.get_autocommit()
@@ -173,9 +173,9 @@ def test_outside_an_atomic_block_the_job_commits_at_once() -> None:
 def test_an_invalid_job_raises_and_the_transaction_goes_on() -> None:
     from django.db import transaction
 
+    from eventrelay.worker.errors import InvalidJob
+    from eventrelay.worker.integrations.django import enqueue
     from tests.apps.shop.models import Order
-    from worker.errors import InvalidJob
-    from worker.integrations.django import enqueue
 
     with transaction.atomic():
         Order.objects.create(number="A-5", email="ana@example.com")

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from models.delivery import Delivery
-from models.session import get_engine
+from eventrelay.models.delivery import Delivery
+from eventrelay.models.session import get_engine
 from tests.integration import jobs
 from tests.integration.helpers import delivery, wait_status
 from tests.support import ROOT, start_scheduler
@@ -118,8 +118,8 @@ def test_a_rolled_back_savepoint_drops_its_job_and_the_rest_is_delivered(
 def test_a_released_savepoint_publishes_only_when_the_outer_transaction_commits(
     app: Any, client: Any, published: list[str]
 ) -> None:
+    from eventrelay.worker.integrations.flask import eventrelay_enqueue
     from tests.apps.flask_app import Order, db
-    from worker.integrations.flask import eventrelay_enqueue
 
     with app.app_context():
         db.session.add(Order(number="F-7", email="s@example.com"))
@@ -135,8 +135,8 @@ def test_a_released_savepoint_publishes_only_when_the_outer_transaction_commits(
 def test_a_session_closed_without_commit_forgets_its_jobs(
     app: Any, client: Any, published: list[str]
 ) -> None:
+    from eventrelay.worker.integrations.flask import eventrelay_enqueue
     from tests.apps.flask_app import Order, db
-    from worker.integrations.flask import eventrelay_enqueue
 
     with app.app_context():
         session = db.session()
@@ -170,9 +170,9 @@ def test_separate_database_helper_enqueues_only_after_commit(
 
 
 def test_an_invalid_job_raises_before_anything_is_written(app: Any, client: Any) -> None:
+    from eventrelay.worker.errors import InvalidJob
+    from eventrelay.worker.integrations.flask import eventrelay_enqueue
     from tests.apps.flask_app import Order, db
-    from worker.errors import InvalidJob
-    from worker.integrations.flask import eventrelay_enqueue
 
     with app.app_context():
         db.session.add(Order(number="F-6", email="c@example.com"))

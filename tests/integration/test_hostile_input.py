@@ -14,15 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
-from models.delivery import Delivery
-from models.session import get_engine
+from eventrelay.models.delivery import Delivery
+from eventrelay.models.session import get_engine
+from eventrelay.worker.errors import InvalidJob
+from eventrelay.worker.fleet import keys
+from eventrelay.worker.ops.cli import cli
+from eventrelay.worker.producer import enqueue, enqueue_many
 from tests.conftest import SECRETS, TEST_ENV
 from tests.integration import jobs
 from tests.integration.helpers import wait_status
 from tests.unit.test_properties import json_values
-from worker.cli import cli
-from worker.errors import InvalidJob
-from worker.producer import enqueue, enqueue_many
 
 
 def _count() -> int:
@@ -104,7 +105,9 @@ def test_deeply_nested_input_is_refused_not_crashing(cli: Any) -> None:
 def test_poison_messages_are_dropped_and_the_worker_keeps_delivering(
     pipeline: dict[str, Any], mock_vendors: Any, redis_client: Any
 ) -> None:
-    from worker.celery_app import app
+    from eventrelay.worker.engine.celery_app import get_app
+
+    app = get_app()
 
     for args in (
         ["nope", ["x"]],
@@ -163,7 +166,7 @@ def test_secrets_appear_nowhere_but_in_the_request_headers(
         parked = enqueue("infobip", "send_event", jobs.infobip_event(transaction="after-rotation"))
         from tests.support import wait_for
 
-        wait_for(lambda: redis_client.exists("eventrelay:parked:infobip"), 20, what="parking")
+        wait_for(lambda: redis_client.exists(keys.parked("infobip")), 20, what="parking")
     finally:
         mock_vendors.credentials["infobip_api_key"] = TEST_ENV["INFOBIP_API_KEY"]
         cli("vendors", "resume", "infobip")

@@ -9,8 +9,8 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
+from eventrelay.worker.ops.migrate import alembic_config, check, downgrade, upgrade
 from tests.support import ensure_database
-from worker.migrate import alembic_config, check, downgrade, upgrade
 
 
 def test_there_is_a_single_migration_head() -> None:

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import requests
 
+from eventrelay.worker.producer import enqueue, enqueue_many
 from tests.conftest import SECRETS
 from tests.integration import jobs
 from tests.integration.helpers import wait_status
 from tests.support import Proc, free_port, wait_for
-from worker.producer import enqueue, enqueue_many
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_metrics_endpoint_reports_deliveries_attempts_latency_queues_and_circuit
     wait_status(dead.delivery_id, "dead")
     port = free_port()
     proc = Proc(
-        [sys.executable, "-m", "worker.cli", "metrics", "--port", str(port), "--host", "127.0.0.1"],
+        [sys.executable, "-m", "eventrelay", "metrics", "--port", str(port), "--host", "127.0.0.1"],
         child_env(),
         logs_dir / "metrics.log",
     )

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from models.delivery import Delivery
-from models.identity import BotsiProfile
-from models.session import get_engine
+from eventrelay.models.delivery import Delivery
+from eventrelay.models.identity import BotsiProfile
+from eventrelay.models.session import get_engine
+from eventrelay.worker.producer import enqueue, enqueue_many
 from tests.integration import jobs
 from tests.integration.helpers import attempts, delivery, wait_status
 from tests.support import wait_for
-from worker.producer import enqueue, enqueue_many
 
 pytestmark = pytest.mark.usefixtures("clean", "pipeline")
 

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from models.delivery import Delivery
-from models.session import get_engine
+from eventrelay.models.delivery import Delivery
+from eventrelay.models.session import get_engine
+from eventrelay.worker.integrations.remote import INGEST_QUEUE, INGEST_TASK, job, send_jobs
 from tests.conftest import TEST_ENV
 from tests.integration import jobs
 from tests.integration.helpers import wait_status
 from tests.support import ROOT, wait_for
-from worker.integrations.remote import INGEST_QUEUE, INGEST_TASK, job, send_jobs
 
 pytestmark = pytest.mark.usefixtures("clean", "pipeline")
 
@@ -57,7 +57,7 @@ def test_a_celery_only_producer_gets_its_job_recorded_and_delivered(
     if mode == "standalone":
         assert imported == []  # neither eventrelay nor SQLAlchemy was needed
     else:
-        assert "worker.integrations.remote" in imported and "psycopg" not in imported
+        assert "eventrelay.worker.integrations.remote" in imported and "psycopg" not in imported
     delivery_id = wait_for(lambda: delivery_with_key(key), 10, what="the ingested job's row")
     wait_status(delivery_id, "delivered", timeout=10)
     [request] = mock_vendors.received("vtcdn")

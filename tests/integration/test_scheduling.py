@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from models.base import utcnow
-from models.delivery import Delivery
-from models.idempotency import IdempotencyKey
-from models.session import get_engine
+from eventrelay.models.base import utcnow
+from eventrelay.models.delivery import Delivery
+from eventrelay.models.idempotency import IdempotencyKey
+from eventrelay.models.session import get_engine
+from eventrelay.worker.engine.scheduler import Scheduler
+from eventrelay.worker.producer import enqueue, enqueue_many
 from tests.integration import jobs
 from tests.integration.helpers import attempts, delivery, wait_status
 from tests.support import Proc, start_scheduler, start_worker, wait_for
-from worker.producer import enqueue, enqueue_many
-from worker.scheduler import Scheduler
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_a_killed_worker_loses_nothing_its_deliveries_come_back_after_the_lease(
 
 @pytest.mark.usefixtures("clean")
 def test_two_schedulers_publish_each_due_delivery_once(redis_client: Any) -> None:
-    from worker.publish import publish_many  # noqa: F401  (same code path the scheduler uses)
+    from eventrelay.worker.producer.publish import publish_many  # noqa: F401  (same code path the scheduler uses)
 
     receipts = enqueue_many(
         {

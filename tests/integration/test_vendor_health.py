@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from models.delivery import Delivery
-from models.session import get_engine
+from eventrelay.models.delivery import Delivery
+from eventrelay.models.session import get_engine
+from eventrelay.worker.fleet import breaker
+from eventrelay.worker.producer import enqueue_many
 from tests.conftest import TEST_ENV
 from tests.integration import jobs
 from tests.integration.helpers import delivery
 from tests.support import start_worker, wait_for
-from worker import breaker
-from worker.producer import enqueue_many
 
 URL = TEST_ENV["EVENTRELAY_REDIS_URL"]
 

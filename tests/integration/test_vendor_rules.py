@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from eventrelay.worker.producer import enqueue, enqueue_many
 from tests.integration import jobs
 from tests.integration.helpers import attempts, delivery, wait_status
 from tests.support import Proc, start_worker, wait_for
-from worker.producer import enqueue, enqueue_many
 
 
 @pytest.mark.usefixtures("clean", "pipeline")

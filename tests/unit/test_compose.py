@@ -24,7 +24,7 @@ import yaml
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from worker.cli import cli
+from eventrelay.worker.ops.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_PATH = REPO / "docker-compose.yml"
@@ -135,7 +135,7 @@ def _resolve_eventrelay_command(argv: list[str]) -> tuple[list[str], click.Comma
 
 
 def _vendor_classes() -> dict[str, Any]:
-    from worker.vendors import VENDOR_CLASSES
+    from eventrelay.worker.vendors import VENDOR_CLASSES
 
     return dict(VENDOR_CLASSES)
 
@@ -143,7 +143,7 @@ def _vendor_classes() -> dict[str, Any]:
 def _vendor_env_vars() -> set[str]:
     """Every vendor variable an operator must be able to set: the base URL, each secret, and
     each setting whose default the vendor changes (INFOBIP_RATE_LIMIT)."""
-    from worker.vendors.base import VendorSettings
+    from eventrelay.worker.vendors.base import VendorSettings
 
     names = set()
     for cls in _vendor_classes().values():
@@ -232,7 +232,7 @@ def test_the_expected_processes_run_with_the_expected_ports() -> None:
     assert "--concurrency" in _argv(SERVICES["worker"])
     assert _argv(SERVICES["scheduler"]) == ["eventrelay", "scheduler"]
     assert _argv(SERVICES["metrics"])[:2] == ["eventrelay", "metrics"]
-    assert _argv(SERVICES["flower"])[:4] == ["celery", "-A", "worker", "flower"]
+    assert _argv(SERVICES["flower"])[:4] == ["celery", "-A", "eventrelay.worker", "flower"]
     mock_argv = _argv(SERVICES["mock-vendors"])
     assert mock_argv[:2] == ["eventrelay", "mock-vendors"]
     # Inside a container the mock must listen beyond loopback to be reachable by the worker.
@@ -295,7 +295,7 @@ def test_service_command_is_a_real_command_with_accepted_options(name: str) -> N
         if isinstance(value, tuple):
             assert not any(str(v).startswith("-") for v in value), (param, value)
     if ctx.params.get("vendors"):
-        from worker.vendors import vendor_names
+        from eventrelay.worker.vendors import vendor_names
 
         assert set(ctx.params["vendors"].split(",")) <= set(vendor_names())
 
@@ -303,9 +303,11 @@ def test_service_command_is_a_real_command_with_accepted_options(name: str) -> N
 def _assert_celery_command(argv: list[str]) -> None:
     import celery
 
-    assert argv[1:3] == ["-A", "worker"], argv
+    assert argv[1:3] == ["-A", "eventrelay.worker"], argv
     app_module = importlib.import_module(argv[2])
-    assert isinstance(app_module.app, celery.Celery), "`celery -A worker` needs worker.app"
+    assert isinstance(app_module.app, celery.Celery), (
+        "`celery -A eventrelay.worker` needs eventrelay.worker.app"
+    )
 
     subcommand = argv[3]
     assert subcommand == "flower", argv
@@ -442,7 +444,7 @@ def test_no_secret_has_a_literal_value_or_a_default() -> None:
 
 
 def test_the_documented_mock_vendor_urls_are_the_ones_the_mock_serves() -> None:
-    from worker.mockvendors import MockVendors
+    from eventrelay.worker.dev.mock.server import MockVendors
 
     documented = dict(
         re.findall(
@@ -513,8 +515,8 @@ def test_the_image_copies_what_the_package_build_needs() -> None:
     copied = {s.rstrip("/") for s in _copy_sources()}
     assert {"pyproject.toml", "alembic.ini", "worker", "models", "migrations"} <= copied
     assert PYPROJECT["project"]["readme"] in copied
-    for include in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]:
-        assert include.rstrip("*") in copied, f"package {include} is not copied"
+    for package, folder in PYPROJECT["tool"]["setuptools"]["package-dir"].items():
+        assert folder in copied, f"package {package} ({folder}/) is not copied"
 
 
 def test_the_image_is_python_311_slim_and_runs_as_a_non_root_user() -> None:
@@ -548,7 +550,7 @@ def test_compose_commands_are_not_swallowed_by_an_entrypoint() -> None:
 
 def test_the_package_installs_the_eventrelay_console_script() -> None:
     target = PYPROJECT["project"]["scripts"]["eventrelay"]
-    assert target == "worker.cli:main"
+    assert target == "eventrelay.worker.ops.cli:main"
     module, _, attr = target.partition(":")
     assert callable(getattr(importlib.import_module(module), attr))
 

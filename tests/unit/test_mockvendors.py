@@ -19,15 +19,9 @@ from typing import Any
 import pytest
 import requests
 
-REPO = Path(__file__).resolve().parents[2]
+from eventrelay.worker.dev.mock.server import DEFAULT_CREDENTIALS, MockVendors, main
 
-try:
-    from worker.mockvendors import DEFAULT_CREDENTIALS, MockVendors, main
-except ModuleNotFoundError as missing:  # run without an install or a root conftest
-    if missing.name != "worker":
-        raise
-    sys.path.insert(0, str(REPO))
-    from worker.mockvendors import DEFAULT_CREDENTIALS, MockVendors, main
+REPO = Path(__file__).resolve().parents[2]
 
 PERSON_PATH = "/infobip/peopleevents/2/persons/{person}/definitions/{definition}/events"
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -816,7 +810,7 @@ def test_stats_endpoint(mock: MockVendors, http: requests.Session) -> None:
 def test_cli_prints_env_and_stops_on_sigterm(http: requests.Session) -> None:
     assert callable(main)
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "worker" / "mockvendors.py"), "--port", "0"],
+        [sys.executable, "-m", "eventrelay", "mock-vendors", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

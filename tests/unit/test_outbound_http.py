@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from worker.vendors.base import Verdict, send
-from worker.vendors.gravityfield import GravityField, GravityFieldSettings
+from eventrelay.worker.vendors.base import Verdict, send
+from eventrelay.worker.vendors.gravityfield import GravityField, GravityFieldSettings
 
 BIG_BODY_BYTES = 5 * 1024 * 1024
 
@@ -98,7 +98,7 @@ def test_connection_refused_is_a_retry_not_an_exception() -> None:
 
 
 def test_tls_certificates_are_verified() -> None:
-    from worker.vendors.base import http_session
+    from eventrelay.worker.vendors.base import http_session
 
     session = http_session()
     assert session.verify is True and session.trust_env is False

@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from worker.errors import InvalidJob
-from worker.producer import validate_job
-from worker.tasks import decode_ids
-from worker.vendors import VENDOR_CLASSES
+from eventrelay.worker.engine.tasks import decode_ids
+from eventrelay.worker.errors import InvalidJob
+from eventrelay.worker.producer import validate_job
+from eventrelay.worker.vendors import VENDOR_CLASSES
 
 json_values = st.recursive(
     st.none()

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from worker.redact import mask_pii, redact, register_secrets
+from eventrelay.worker.redact import mask_pii, redact, register_secrets
 
 
 def test_emails_phones_and_ips_are_masked() -> None:
@@ -23,9 +23,9 @@ def test_json_log_lines_carry_the_attempt_fields() -> None:
     import uuid
     from datetime import UTC, datetime
 
-    from models.delivery import AttemptOutcome, Lane
-    from worker.delivery import Claimed, Outcome
-    from worker.logs import JsonFormatter, log_attempt
+    from eventrelay.models.delivery import AttemptOutcome, Lane
+    from eventrelay.worker.engine.state import Claimed, Outcome
+    from eventrelay.worker.logs import JsonFormatter, log_attempt
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -79,7 +79,7 @@ def test_phone_and_ipv6_formats_are_masked() -> None:
 def test_log_lines_keep_their_timestamp_and_mask_the_message() -> None:
     import logging
 
-    from worker.logs import RedactingFormatter
+    from eventrelay.worker.logs import RedactingFormatter
 
     formatter = RedactingFormatter("%(asctime)s %(message)s")
     record = logging.makeLogRecord({"msg": "user %s", "args": ("ana@example.com",)})

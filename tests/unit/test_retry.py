@@ -4,8 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from worker.retry import RetryPolicy
-from worker.vendors.base import parse_retry_after
+from eventrelay.worker.engine.retry import RetryPolicy
+from eventrelay.worker.vendors.base import parse_retry_after
 
 POLICY = RetryPolicy(
     max_attempts=5, max_age_seconds=3600, backoff_base_seconds=2, backoff_cap_seconds=60
@@ -54,8 +54,8 @@ def test_retry_after_http_date() -> None:
 
 
 def test_defaults_retry_within_seconds_cap_at_30_minutes_give_up_after_24_hours() -> None:
-    from worker.config import Settings
-    from worker.vendors.vtcdn import Vtcdn, VtcdnSettings
+    from eventrelay.worker.config import Settings
+    from eventrelay.worker.vendors.vtcdn import Vtcdn, VtcdnSettings
 
     policy = RetryPolicy.for_vendor(
         Vtcdn(VtcdnSettings()),
@@ -68,8 +68,8 @@ def test_defaults_retry_within_seconds_cap_at_30_minutes_give_up_after_24_hours(
 
 
 def test_a_vendor_can_override_the_retry_policy() -> None:
-    from worker.config import Settings
-    from worker.vendors.infobip import Infobip, InfobipSettings
+    from eventrelay.worker.config import Settings
+    from eventrelay.worker.vendors.infobip import Infobip, InfobipSettings
 
     policy = RetryPolicy.for_vendor(
         Infobip(InfobipSettings(max_attempts=3)), Settings(max_attempts=50)

@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from eventrelay.worker.errors import InvalidJob
+from eventrelay.worker.producer import validate_job
+from eventrelay.worker.vendors import get_vendor, vendor_names
+from eventrelay.worker.vendors.base import Verdict
+from eventrelay.worker.vendors.botsi import Botsi, BotsiSettings
+from eventrelay.worker.vendors.gravityfield import GravityField, GravityFieldSettings
+from eventrelay.worker.vendors.infobip import Infobip, InfobipSettings
+from eventrelay.worker.vendors.vtcdn import Vtcdn, VtcdnSettings
 from tests.integration import jobs
-from worker.errors import InvalidJob
-from worker.producer import validate_job
-from worker.vendors import get_vendor, vendor_names
-from worker.vendors.base import Verdict
-from worker.vendors.botsi import Botsi, BotsiSettings
-from worker.vendors.gravityfield import GravityField, GravityFieldSettings
-from worker.vendors.infobip import Infobip, InfobipSettings
-from worker.vendors.vtcdn import Vtcdn, VtcdnSettings
 
 
 # model_construct: the class defaults (production base URLs) without the test environment.

@@ -13,7 +13,7 @@ Three ways in, from strongest to weakest guarantee:
 * **Remote** (`worker.integrations.remote.send_jobs`): only Celery is installed; the worker's
   `eventrelay.ingest` task validates and records the jobs.
 
-This package imports nothing at import time beyond `worker` itself, so `remote` stays light.
+This package imports nothing at import time, so `remote` stays light.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from worker.vendors.base import PreparedJob
+    from eventrelay.worker.vendors.base import PreparedJob
 
 
 def job_dict(
@@ -43,38 +43,9 @@ def prepare_jobs(jobs: Iterable[Mapping[str, Any]]) -> list[PreparedJob]:
     Raises:
         InvalidJob: listing every problem, with `.index` naming the job; nothing is stored.
     """
-    from worker.config import get_settings
-    from worker.errors import FieldError, InvalidJob
-    from worker.producer import validate_job
+    from eventrelay.worker.producer.validate import prepare_jobs as validate_all
 
-    settings = get_settings()
-    prepared: list[PreparedJob] = []
-    for index, job in enumerate(jobs):
-        if not isinstance(job, Mapping):
-            raise InvalidJob(
-                [FieldError("", "a job must be an object with vendor, operation, payload")], index
-            )
-        unknown = sorted(set(job) - {"vendor", "operation", "payload", "idempotency_key"})
-        missing = [k for k in ("vendor", "operation", "payload") if k not in job]
-        if unknown or missing:
-            raise InvalidJob(
-                [FieldError(k, "unknown job field") for k in unknown]
-                + [FieldError(k, "required") for k in missing],
-                index,
-            )
-        try:
-            prepared.append(
-                validate_job(
-                    job["vendor"],
-                    job["operation"],
-                    job["payload"],
-                    job.get("idempotency_key"),
-                    settings,
-                )
-            )
-        except InvalidJob as exc:
-            raise InvalidJob(exc.errors, index) from None
-    return prepared
+    return validate_all(jobs)
 
 
 __all__ = ["job_dict", "prepare_jobs"]

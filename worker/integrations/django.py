@@ -1,7 +1,7 @@
 """Enqueue jobs from a Django app, inside its own `transaction.atomic()` blocks.
 
     from django.db import transaction
-    from worker.integrations.django import enqueue
+    from eventrelay.worker.integrations.django import enqueue
 
     with transaction.atomic():
         order = Order.objects.create(...)
@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.db import connections, transaction
 
-from worker.errors import ConfigurationError
-from worker.integrations import job_dict, prepare_jobs
+from eventrelay.worker.errors import ConfigurationError
+from eventrelay.worker.integrations import job_dict, prepare_jobs
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from worker.producer import Receipt
+    from eventrelay.worker.producer import Receipt
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -139,7 +139,7 @@ def enqueue(
 
 def enqueue_many(jobs: Iterable[Mapping[str, Any]], using: str = "default") -> list[Receipt]:
     """Write jobs in Django's current transaction (all or nothing); publish after commit."""
-    from worker.producer import publish_after_commit, record_jobs
+    from eventrelay.worker.producer import publish_after_commit, record_jobs
 
     prepared = prepare_jobs(jobs)
     if not prepared:
@@ -174,7 +174,7 @@ def enqueue_on_commit(
 
 def enqueue_many_on_commit(jobs: Iterable[Mapping[str, Any]], using: str = "default") -> None:
     """Validate jobs now (raises `InvalidJob`); enqueue them all after Django commits."""
-    from worker.producer import enqueue_many as enqueue_now
+    from eventrelay.worker.producer import enqueue_many as enqueue_now
 
     jobs = list(jobs)
     prepare_jobs(jobs)

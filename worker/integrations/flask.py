@@ -1,6 +1,6 @@
 """Enqueue jobs from a Flask app that uses Flask-SQLAlchemy (or any SQLAlchemy session).
 
-    from worker.integrations.flask import eventrelay_enqueue
+    from eventrelay.worker.integrations.flask import eventrelay_enqueue
 
     @app.post("/orders")
     def create_order():
@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 
-from worker.integrations import job_dict, prepare_jobs
+from eventrelay.worker.integrations import job_dict, prepare_jobs
 
 if TYPE_CHECKING:
-    from worker.producer import Receipt
+    from eventrelay.worker.producer import Receipt
 
 log = logging.getLogger("eventrelay.integrations")
 
@@ -66,7 +66,7 @@ def eventrelay_enqueue_many(
     session: AnySession, jobs: Iterable[Mapping[str, Any]]
 ) -> list[Receipt]:
     """Write jobs in the session's transaction (all or nothing); publish after it commits."""
-    from worker.producer import publish_after_commit, record_jobs
+    from eventrelay.worker.producer import publish_after_commit, record_jobs
 
     prepared = prepare_jobs(jobs)
     if not prepared:
@@ -95,7 +95,7 @@ def enqueue_after_commit(
 
 def enqueue_many_after_commit(session: AnySession, jobs: Iterable[Mapping[str, Any]]) -> None:
     """Validate jobs now (raises `InvalidJob`); enqueue them all after the session commits."""
-    from worker.producer import enqueue_many
+    from eventrelay.worker.producer import enqueue_many
 
     jobs = list(jobs)
     prepare_jobs(jobs)

@@ -1,7 +1,7 @@
 """Send jobs to eventrelay from a process that has only Celery installed.
 
     from celery import Celery
-    from worker.integrations.remote import job, send_jobs
+    from eventrelay.worker.integrations.remote import job, send_jobs
 
     producer = Celery(broker="redis://broker:6379/0")
     send_jobs(producer, [job("vtcdn", "send_event", {...}, idempotency_key="signup-42")])

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from functools import cache
 
-from worker.errors import FieldError, InvalidJob
-from worker.vendors.base import Vendor
-from worker.vendors.botsi import Botsi
-from worker.vendors.gravityfield import GravityField
-from worker.vendors.infobip import Infobip
-from worker.vendors.vtcdn import Vtcdn
+from eventrelay.worker.errors import FieldError, InvalidJob
+from eventrelay.worker.vendors.base import Vendor
+from eventrelay.worker.vendors.botsi import Botsi
+from eventrelay.worker.vendors.gravityfield import GravityField
+from eventrelay.worker.vendors.infobip import Infobip
+from eventrelay.worker.vendors.vtcdn import Vtcdn
 
 VENDOR_CLASSES: dict[str, type[Vendor]] = {
     cls.name: cls for cls in (Botsi, Vtcdn, Infobip, GravityField)

@@ -29,8 +29,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from requests.adapters import HTTPAdapter
 from sqlalchemy import Connection
 
-from worker.errors import ConfigurationError, FieldError, InvalidJob
-from worker.redact import redact, register_secrets
+from eventrelay.worker.errors import ConfigurationError, FieldError, InvalidJob
+from eventrelay.worker.redact import redact, register_secrets
 
 
 class VendorSettings(BaseSettings):

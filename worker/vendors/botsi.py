@@ -26,10 +26,10 @@ from pydantic import (
 from pydantic_settings import SettingsConfigDict
 from sqlalchemy import Connection
 
-from models.identity import BOTSI_PROFILES
-from worker.sql import insert_ignore
-from worker.vendors.base import OutboundRequest, Vendor, VendorSettings
-from worker.vendors.keys import derived_key
+from eventrelay.models.identity import BOTSI_PROFILES
+from eventrelay.models.sql import insert_ignore
+from eventrelay.worker.vendors.base import OutboundRequest, Vendor, VendorSettings
+from eventrelay.worker.vendors.keys import derived_key
 
 Required = Field(min_length=1)
 

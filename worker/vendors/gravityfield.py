@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictStr
 from pydantic_settings import SettingsConfigDict
 
-from worker.vendors.base import OutboundRequest, Vendor, VendorSettings
+from eventrelay.worker.vendors.base import OutboundRequest, Vendor, VendorSettings
 
 
 class GravityFieldSettings(VendorSettings):

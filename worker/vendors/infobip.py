@@ -18,7 +18,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictStr
 from pydantic_settings import SettingsConfigDict
 
-from worker.vendors.base import OutboundRequest, Vendor, VendorSettings
+from eventrelay.worker.vendors.base import OutboundRequest, Vendor, VendorSettings
 
 DEFAULT_RATE_LIMIT_PER_SECOND = 250.0
 

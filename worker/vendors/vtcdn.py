@@ -18,8 +18,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictInt, StrictStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from worker.vendors.base import OutboundRequest, Vendor, VendorSettings
-from worker.vendors.keys import derived_key
+from eventrelay.worker.vendors.base import OutboundRequest, Vendor, VendorSettings
+from eventrelay.worker.vendors.keys import derived_key
 
 EMAIL_OPEN_WINDOW_SECONDS = 20 * 60
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -8,9 +8,9 @@ from typing import Any
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 
+from eventrelay.worker.integrations.django import enqueue, enqueue_on_commit
 from tests.apps.shop.models import Order
 from tests.integration import jobs
-from worker.integrations.django import enqueue, enqueue_on_commit
 
 
 class PaymentDeclined(Exception):

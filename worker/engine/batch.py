@@ -18,18 +18,26 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from models.base import utcnow
-from models.delivery import AttemptOutcome, DeliveryStatus, Lane
-from models.session import get_engine
-from worker import breaker, ratelimit
-from worker.config import Settings, get_settings
-from worker.delivery import Claimed, Outcome, Recorded, claim, defer, dependency_states, record
-from worker.errors import ConfigurationError
-from worker.logs import log_attempt
-from worker.redact import redact
-from worker.retry import RetryPolicy
-from worker.vendors import get_vendor
-from worker.vendors.base import SendResult, Vendor, Verdict, send
+from eventrelay.models.base import utcnow
+from eventrelay.models.delivery import AttemptOutcome, DeliveryStatus, Lane
+from eventrelay.models.session import get_engine
+from eventrelay.worker.config import Settings, get_settings
+from eventrelay.worker.engine.retry import RetryPolicy
+from eventrelay.worker.engine.state import (
+    Claimed,
+    Outcome,
+    Recorded,
+    claim,
+    defer,
+    dependency_states,
+    record,
+)
+from eventrelay.worker.errors import ConfigurationError
+from eventrelay.worker.fleet import breaker, ratelimit
+from eventrelay.worker.logs import log_attempt
+from eventrelay.worker.redact import redact
+from eventrelay.worker.vendors import get_vendor
+from eventrelay.worker.vendors.base import SendResult, Vendor, Verdict, send
 
 log = logging.getLogger("eventrelay.worker")
 

@@ -198,7 +198,7 @@ def run_demo(
         workdir = Path(tempfile.mkdtemp(prefix="eventrelay-demo-"))
         stack.callback(shutil.rmtree, workdir, True)
         env = _demo_environment(stack, workdir, console)
-        from worker.mockvendors import MockVendors
+        from eventrelay.worker.dev.mock.server import MockVendors
 
         mock = MockVendors(port=0).start()
         stack.callback(mock.stop)
@@ -206,7 +206,7 @@ def run_demo(
         os.environ.update(env)
         _reload_settings()
 
-        from worker.migrate import upgrade
+        from eventrelay.worker.ops.migrate import upgrade
 
         upgrade(env["EVENTRELAY_DATABASE_URL"])
         python = sys.executable
@@ -237,7 +237,7 @@ def run_demo(
         )
         stack.enter_context(
             _process(
-                [python, "-m", "worker.cli", "scheduler", "--interval", "0.5"],
+                [python, "-m", "eventrelay", "scheduler", "--interval", "0.5"],
                 env,
                 workdir / "scheduler.log",
             )
@@ -248,7 +248,7 @@ def run_demo(
         # An error burst: Infobip answers 500 to its first requests; they are retried.
         mock.set_faults("infobip", fail_next=[500, 500, 503, 500, 502])
         mock.set_faults("vtcdn", unknown_users=["not-yet-registered@example.com"])
-        from worker.producer import enqueue_many
+        from eventrelay.worker.producer import enqueue_many
 
         jobs = demo_jobs(users)
         receipts = enqueue_many(jobs)
@@ -321,28 +321,28 @@ def _wait_redis(port: int) -> None:
 
 def _reload_settings() -> None:
     """The CLI read settings before the demo chose its services: read them again."""
-    from models.session import reset_engine
-    from worker.celery_app import app, make_app
-    from worker.config import get_settings
-    from worker.vendors import get_vendor
+    from eventrelay.models.session import reset_engine
+    from eventrelay.worker.config import get_settings
+    from eventrelay.worker.engine.celery_app import reset_app
+    from eventrelay.worker.vendors import get_vendor
 
     get_settings.cache_clear()
     get_vendor.cache_clear()
     reset_engine()
-    app.conf.update(make_app().conf.table(with_defaults=False))
+    reset_app()
 
 
 def _counts() -> dict[str, dict[str, int]]:
-    from models.session import get_engine
-    from worker.operations import status_counts
+    from eventrelay.models.session import get_engine
+    from eventrelay.worker.ops.operations import status_counts
 
     with get_engine().connect() as conn:
         return {v: dict(e["counts"]) for v, e in status_counts(conn).items()}
 
 
 def _dead_letters() -> list[dict[str, Any]]:
-    from models.session import get_engine
-    from worker.operations import DeadFilter, dead_letters
+    from eventrelay.models.session import get_engine
+    from eventrelay.worker.ops.operations import DeadFilter, dead_letters
 
     with get_engine().connect() as conn:
         return dead_letters(conn, DeadFilter(), limit=50)

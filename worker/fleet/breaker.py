@@ -15,18 +15,13 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-from worker.ratelimit import COOLDOWN_KEY
-from worker.redis_client import get_redis
+from eventrelay.worker.fleet import keys
+from eventrelay.worker.fleet.redis_client import get_redis
 
 FAILURE_THRESHOLD = 5
 OPEN_SECONDS = 15.0
 PROBE_SECONDS = 30.0
 PARKED_RECHECK_SECONDS = 300.0
-
-_FAILURES = "eventrelay:breaker:{vendor}:failures"
-_OPEN = "eventrelay:breaker:{vendor}:open"
-_PROBE = "eventrelay:breaker:{vendor}:probe"
-_PARKED = "eventrelay:parked:{vendor}"
 
 
 @dataclass(frozen=True)
@@ -44,10 +39,10 @@ class Gate:
 def check(vendor: str, redis_url: str) -> Gate:
     client = get_redis(redis_url)
     pipe = client.pipeline()
-    pipe.get(_PARKED.format(vendor=vendor))
-    pipe.pttl(_OPEN.format(vendor=vendor))
-    pipe.get(_FAILURES.format(vendor=vendor))
-    pipe.pttl(COOLDOWN_KEY.format(vendor=vendor))
+    pipe.get(keys.parked(vendor))
+    pipe.pttl(keys.breaker_open(vendor))
+    pipe.get(keys.breaker_failures(vendor))
+    pipe.pttl(keys.cooldown(vendor))
     parked, open_ms, failures, cooldown_ms = pipe.execute()
     if parked:
         info = json.loads(parked)
@@ -59,7 +54,7 @@ def check(vendor: str, redis_url: str) -> Gate:
         return Gate(False, open_ms / 1000, "circuit open after repeated failures")
     if failures is not None and int(failures) >= FAILURE_THRESHOLD:
         # Half-open: exactly one process gets to probe.
-        if client.set(_PROBE.format(vendor=vendor), "1", nx=True, px=int(PROBE_SECONDS * 1000)):
+        if client.set(keys.breaker_probe(vendor), "1", nx=True, px=int(PROBE_SECONDS * 1000)):
             return Gate(True, probe=True, failures=int(failures))
         return Gate(False, 1.0, "circuit half-open: a probe is in flight")
     return Gate(True, failures=int(failures or 0))
@@ -67,45 +62,45 @@ def check(vendor: str, redis_url: str) -> Gate:
 
 def record_success(vendor: str, redis_url: str) -> None:
     client = get_redis(redis_url)
-    client.delete(_FAILURES.format(vendor=vendor), _PROBE.format(vendor=vendor))
+    client.delete(keys.breaker_failures(vendor), keys.breaker_probe(vendor))
 
 
 def record_failure(vendor: str, redis_url: str) -> bool:
     """Count a retryable failure; True if this opened the circuit."""
     client = get_redis(redis_url)
-    key = _FAILURES.format(vendor=vendor)
+    failures_key = keys.breaker_failures(vendor)
     pipe = client.pipeline()
-    pipe.incr(key)
-    pipe.expire(key, int(OPEN_SECONDS * 8))
+    pipe.incr(failures_key)
+    pipe.expire(failures_key, int(OPEN_SECONDS * 8))
     failures, _ = pipe.execute()
     if int(failures) >= FAILURE_THRESHOLD:
-        client.delete(_PROBE.format(vendor=vendor))
+        client.delete(keys.breaker_probe(vendor))
         return bool(
-            client.set(_OPEN.format(vendor=vendor), "1", px=int(OPEN_SECONDS * 1000), nx=True)
+            client.set(keys.breaker_open(vendor), "1", px=int(OPEN_SECONDS * 1000), nx=True)
         )
     return False
 
 
 def park(vendor: str, reason: str, redis_url: str) -> None:
     info = {"reason": reason, "since": time.time()}
-    get_redis(redis_url).set(_PARKED.format(vendor=vendor), json.dumps(info))
+    get_redis(redis_url).set(keys.parked(vendor), json.dumps(info))
 
 
 def unpark(vendor: str, redis_url: str) -> bool:
-    return bool(get_redis(redis_url).delete(_PARKED.format(vendor=vendor)))
+    return bool(get_redis(redis_url).delete(keys.parked(vendor)))
 
 
 def parked_reason(vendor: str, redis_url: str) -> str | None:
-    raw = cast(bytes | None, get_redis(redis_url).get(_PARKED.format(vendor=vendor)))
+    raw = cast(bytes | None, get_redis(redis_url).get(keys.parked(vendor)))
     return str(json.loads(raw).get("reason")) if raw else None
 
 
 def state(vendor: str, redis_url: str) -> str:
     """closed / open / half-open / parked, for `status` and metrics."""
     pipe = get_redis(redis_url).pipeline()
-    pipe.exists(_PARKED.format(vendor=vendor))
-    pipe.pttl(_OPEN.format(vendor=vendor))
-    pipe.get(_FAILURES.format(vendor=vendor))
+    pipe.exists(keys.parked(vendor))
+    pipe.pttl(keys.breaker_open(vendor))
+    pipe.get(keys.breaker_failures(vendor))
     parked, open_ms, failures = pipe.execute()
     if parked:
         return "parked"

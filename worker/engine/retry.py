@@ -9,8 +9,8 @@ from typing import Any
 
 from tenacity import wait_random_exponential
 
-from worker.config import Settings
-from worker.vendors.base import Vendor
+from eventrelay.worker.config import Settings
+from eventrelay.worker.vendors.base import Vendor
 
 
 @dataclass(frozen=True)

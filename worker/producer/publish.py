@@ -7,9 +7,12 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from models.delivery import Lane
-from worker.config import get_settings
-from worker.queues import queue_name
+from eventrelay.models.delivery import Lane
+from eventrelay.models.session import get_engine
+from eventrelay.worker.config import get_settings
+from eventrelay.worker.engine.celery_app import get_app
+from eventrelay.worker.fleet.queues import TASK_NAME_DELIVER, queue_name
+from eventrelay.worker.producer.outbox import mark_unpublished
 
 log = logging.getLogger("eventrelay.publish")
 
@@ -30,15 +33,18 @@ def _by_vendor_lane(
 
 def publish(vendor: str, lane: Lane, ids: Sequence[uuid.UUID], *, fail_fast: bool = False) -> None:
     """One message per batch of ids. Raises if the broker cannot be reached."""
-    from worker.tasks import deliver
-
+    # By name: the producer never imports the task module (no import circle, no task
+    # registry needed in a web process).
+    app = get_app()
     options = {"retry": False} if fail_fast else {}
-    with deliver.app.producer_or_acquire() as producer:  # one connection for all chunks
+    with app.producer_or_acquire() as producer:  # one connection for all chunks
         for chunk in chunked(ids, get_settings().batch_size):
-            deliver.apply_async(
+            app.send_task(
+                TASK_NAME_DELIVER,
                 args=(vendor, [str(i) for i in chunk]),
                 queue=queue_name(vendor, lane),
                 producer=producer,
+                add_to_parent=False,
                 **options,
             )
 
@@ -70,10 +76,30 @@ def publish_new(rows: Iterable[tuple[uuid.UUID, str, Lane]], *, fail_fast: bool 
 
 
 def _rung(vendor: str, redis_url: str) -> bool:
-    from worker import doorbell
+    from eventrelay.worker.fleet import doorbell
 
     try:
         return doorbell.ring(vendor, redis_url)
     except Exception as exc:  # no doorbell: publish, as if nobody had rung
         log.warning("doorbell unavailable (%s); publishing", type(exc).__name__)
         return True
+
+
+def publish_after_commit(rows: Sequence[tuple[uuid.UUID, str, Lane]]) -> None:
+    """Publish committed jobs. A broker outage is logged, not raised: the job is stored and
+    the scheduler publishes it once the broker is back."""
+    if not rows:
+        return
+    try:
+        publish_new(rows, fail_fast=True)
+    except Exception as exc:  # kombu/redis raise many types for "broker unreachable"
+        log.warning(
+            "broker unavailable (%s); %d job(s) are stored and will be published by the scheduler",
+            type(exc).__name__,
+            len(rows),
+        )
+        try:
+            with get_engine().begin() as conn:
+                mark_unpublished(conn, [r[0] for r in rows])
+        except Exception:
+            log.exception("could not mark jobs for the scheduler; its orphan sweep will find them")

@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, tuple_, update
 
-from models.base import utcnow
-from models.delivery import (
+from eventrelay.models.base import utcnow
+from eventrelay.models.delivery import (
     ATTEMPTS,
     DELIVERIES,
     AttemptOutcome,
@@ -168,15 +168,6 @@ def defer(conn: Connection, vendor: str, ids: Sequence[uuid.UUID], until: dateti
         .values(next_attempt_at=until, dispatched_at=None, updated_at=utcnow())
     )
     return int(result.rowcount or 0)
-
-
-def mark_unpublished(conn: Connection, ids: Sequence[uuid.UUID]) -> None:
-    """Publishing failed: clear dispatched_at so the scheduler publishes these when it can."""
-    conn.execute(
-        update(D)
-        .where(D.c.id.in_(ids), D.c.status == DeliveryStatus.PENDING)
-        .values(dispatched_at=None)
-    )
 
 
 @dataclass

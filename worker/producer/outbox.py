@@ -1,44 +1,29 @@
-"""The producer API: validate, record durably, then publish.
+"""The outbox write: validated jobs become delivery rows inside the caller's transaction.
 
-    from worker.producer import enqueue
-    receipt = enqueue("botsi", "send_event", {...}, idempotency_key="order-42")
-
-A job is validated before anything is stored; an invalid one raises `InvalidJob` and stores
-nothing. Once `enqueue` returns, the job is committed to the database (a transactional outbox):
-if the broker is down at that moment the scheduler publishes it later.
+Once that transaction commits, the job is durable whatever happens to the broker: publishing
+(`eventrelay.worker.producer.publish`) is an optimisation the scheduler covers for.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, update
 
-from models.base import new_id, utcnow
-from models.delivery import DELIVERIES, DeliveryStatus, Lane
-from models.idempotency import IDEMPOTENCY_KEYS
-from models.session import get_engine
-from worker.config import Settings, get_settings
-from worker.delivery import mark_unpublished
-from worker.errors import EventRelayError, FieldError, InvalidJob
-from worker.sql import dialect_insert
-from worker.vendors import get_vendor
-from worker.vendors.base import PreparedJob
-
-log = logging.getLogger("eventrelay.producer")
+from eventrelay.models.base import new_id, utcnow
+from eventrelay.models.delivery import DELIVERIES, DeliveryStatus, Lane
+from eventrelay.models.idempotency import IDEMPOTENCY_KEYS
+from eventrelay.models.sql import dialect_insert
+from eventrelay.worker.config import Settings, get_settings
+from eventrelay.worker.producer.validate import THROTTLE_PREFIX
+from eventrelay.worker.vendors.base import PreparedJob
 
 D = DELIVERIES
 K = IDEMPOTENCY_KEYS
-MAX_KEY_CHARS = 255
-# Deeper JSON than any vendor body needs; past this, recursion in encoders is the risk.
-MAX_NESTING_DEPTH = 32
-THROTTLE_PREFIX = "~throttle:"
 
 
 @dataclass(frozen=True)
@@ -59,118 +44,6 @@ class Receipt:
             "duplicate": self.duplicate,
             "status": self.status,
         }
-
-
-def validate_job(
-    vendor: Any,
-    operation: Any,
-    payload: Any,
-    idempotency_key: Any = None,
-    settings: Settings | None = None,
-) -> PreparedJob:
-    """Check one job completely; raises `InvalidJob` listing every problem found."""
-    settings = settings or get_settings()
-    errors: list[FieldError] = []
-    if not isinstance(vendor, str) or not vendor:
-        raise InvalidJob([FieldError("vendor", "must be a vendor name (a string)")])
-    adapter = get_vendor(vendor)  # raises InvalidJob listing the valid vendors
-    adapter.check_operation(operation)
-    if idempotency_key is not None and (
-        not isinstance(idempotency_key, str)
-        or not idempotency_key.strip()
-        or len(idempotency_key) > MAX_KEY_CHARS
-        or idempotency_key.startswith(THROTTLE_PREFIX)
-    ):
-        errors.append(
-            FieldError(
-                "idempotency_key",
-                f"must be a non-empty string of at most {MAX_KEY_CHARS} "
-                f"characters, not starting with {THROTTLE_PREFIX!r}",
-            )
-        )
-    if _depth(payload) > MAX_NESTING_DEPTH:
-        raise InvalidJob(
-            [FieldError("payload", f"is nested deeper than {MAX_NESTING_DEPTH} levels")]
-        )
-    try:
-        encoded = json.dumps(payload, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise InvalidJob([FieldError("payload", f"must be plain JSON data: {exc}")]) from None
-    if len(encoded.encode()) > settings.max_payload_bytes:
-        errors.append(
-            FieldError(
-                "payload",
-                f"is {len(encoded.encode())} bytes; the limit is "
-                f"{settings.max_payload_bytes} (EVENTRELAY_MAX_PAYLOAD_BYTES)",
-            )
-        )
-    if errors:
-        raise InvalidJob(errors)
-    return adapter.prepare(operation, json.loads(encoded), idempotency_key)
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of lists/dicts, without recursion (hostile input can be very deep)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            if deepest > MAX_NESTING_DEPTH:
-                return deepest
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
-def enqueue(
-    vendor: str, operation: str, payload: Mapping[str, Any], idempotency_key: str | None = None
-) -> Receipt:
-    """Validate, record and publish one job. Raises `InvalidJob` (nothing stored) if it is bad."""
-    return enqueue_many(
-        [
-            {
-                "vendor": vendor,
-                "operation": operation,
-                "payload": payload,
-                "idempotency_key": idempotency_key,
-            }
-        ]
-    )[0]
-
-
-def enqueue_many(jobs: Iterable[Mapping[str, Any]]) -> list[Receipt]:
-    """Validate every job, then record them all in one transaction and publish.
-
-    If any job is invalid, `InvalidJob` (with `.index`) is raised and nothing is stored.
-    """
-    settings = get_settings()
-    prepared = [_prepare(i, job, settings) for i, job in enumerate(jobs)]
-    if not prepared:
-        return []
-    with get_engine().begin() as conn:
-        receipts, to_publish = record_jobs(conn, prepared, settings)
-    publish_after_commit(to_publish)
-    return receipts
-
-
-def _prepare(index: int, job: Any, settings: Settings) -> PreparedJob:
-    if not isinstance(job, Mapping):
-        raise InvalidJob(
-            [FieldError("", "a job must be an object with vendor, operation, payload")], index
-        )
-    unknown = set(job) - {"vendor", "operation", "payload", "idempotency_key"}
-    try:
-        if unknown:
-            raise InvalidJob([FieldError(k, "unknown job field") for k in sorted(unknown)])
-        missing = [k for k in ("vendor", "operation", "payload") if k not in job]
-        if missing:
-            raise InvalidJob([FieldError(k, "required") for k in missing])
-        return validate_job(
-            job["vendor"], job["operation"], job["payload"], job.get("idempotency_key"), settings
-        )
-    except InvalidJob as exc:
-        raise InvalidJob(exc.errors, index) from None
 
 
 def record_jobs(
@@ -352,35 +225,10 @@ def _dependencies(
     return depends
 
 
-def publish_after_commit(rows: Sequence[tuple[uuid.UUID, str, Lane]]) -> None:
-    """Publish committed jobs. A broker outage is logged, not raised: the job is stored and
-    the scheduler publishes it once the broker is back."""
-    if not rows:
-        return
-    from worker.publish import publish_new
-
-    try:
-        publish_new(rows, fail_fast=True)
-    except Exception as exc:  # kombu/redis raise many types for "broker unreachable"
-        log.warning(
-            "broker unavailable (%s); %d job(s) are stored and will be published by the scheduler",
-            type(exc).__name__,
-            len(rows),
-        )
-        try:
-            with get_engine().begin() as conn:
-                mark_unpublished(conn, [r[0] for r in rows])
-        except Exception:
-            log.exception("could not mark jobs for the scheduler; its orphan sweep will find them")
-
-
-__all__ = [
-    "EventRelayError",
-    "InvalidJob",
-    "Receipt",
-    "enqueue",
-    "enqueue_many",
-    "record_jobs",
-    "publish_after_commit",
-    "validate_job",
-]
+def mark_unpublished(conn: Connection, ids: Sequence[uuid.UUID]) -> None:
+    """Publishing failed: clear dispatched_at so the scheduler publishes these when it can."""
+    conn.execute(
+        update(D)
+        .where(D.c.id.in_(ids), D.c.status == DeliveryStatus.PENDING)
+        .values(dispatched_at=None)
+    )

@@ -6,8 +6,8 @@ import os
 
 import redis
 
-from worker.config import get_settings
-from worker.errors import ConfigurationError
+from eventrelay.worker.config import get_settings
+from eventrelay.worker.errors import ConfigurationError
 
 _clients: dict[tuple[int, str], redis.Redis] = {}
 

@@ -21,10 +21,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, case, func, literal, select
 
-from models.delivery import ATTEMPTS, DELIVERIES, DeliveryStatus
-from models.session import get_engine
-from worker.config import Settings, get_settings
-from worker.vendors import vendor_names
+from eventrelay.models.delivery import ATTEMPTS, DELIVERIES, DeliveryStatus
+from eventrelay.models.session import get_engine
+from eventrelay.worker.config import Settings, get_settings
+from eventrelay.worker.vendors import vendor_names
 
 log = logging.getLogger("eventrelay.metrics")
 
@@ -135,8 +135,8 @@ class EventRelayCollector(Collector):
         yield histogram
 
     def _redis(self) -> Iterator[Any]:
-        from worker import breaker
-        from worker.scheduler import queue_depths
+        from eventrelay.worker.engine.scheduler import queue_depths
+        from eventrelay.worker.fleet import breaker
 
         depth = GaugeMetricFamily(
             "eventrelay_queue_depth",

@@ -12,9 +12,9 @@ by the next task's top-up, or by the scheduler's orphan sweep.
 
 from __future__ import annotations
 
-from worker.redis_client import get_redis
+from eventrelay.worker.fleet import keys
+from eventrelay.worker.fleet.redis_client import get_redis
 
-KEY = "eventrelay:doorbell:{vendor}"
 # Bounds how long a lost message can keep producers from publishing.
 RING_SECONDS = 2.0
 
@@ -23,11 +23,11 @@ def ring(vendor: str, redis_url: str) -> bool:
     """True if this caller should publish (nobody else has a message waiting)."""
     return bool(
         get_redis(redis_url).set(
-            KEY.format(vendor=vendor), "1", nx=True, px=int(RING_SECONDS * 1000)
+            keys.doorbell(vendor), "1", nx=True, px=int(RING_SECONDS * 1000)
         )
     )
 
 
 def answer(vendor: str, redis_url: str) -> None:
     """A worker has started on the vendor's message: the next producer must ring again."""
-    get_redis(redis_url).delete(KEY.format(vendor=vendor))
+    get_redis(redis_url).delete(keys.doorbell(vendor))

@@ -7,9 +7,9 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-import migrations
+import eventrelay.migrations
 
-MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
+MIGRATIONS_DIR = Path(eventrelay.migrations.__file__).resolve().parent
 
 
 def alembic_config(database_url: str | None = None) -> Config:

@@ -11,22 +11,47 @@ Durability settings (PITFALLS.md, Celery docs):
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from celery import Celery
 from celery.signals import after_setup_logger, worker_process_init
 from kombu.entity import Queue
 
-from worker.config import get_settings
-from worker.queues import INGEST_QUEUE, all_queues
+from eventrelay.worker.config import get_settings
+from eventrelay.worker.fleet.queues import INGEST_QUEUE, TASK_NAME_INGEST, all_queues
 
-TASK_NAME_DELIVER = "eventrelay.deliver"
-TASK_NAME_INGEST = "eventrelay.ingest"
+# Imported by the worker at start (Celery's `include`), never by this module: the tasks use
+# `shared_task`, so publishing code needs neither the task module nor a circle through it.
+TASK_MODULES = ["eventrelay.worker.engine.tasks"]
+
+_app: Celery | None = None
+_app_lock = threading.Lock()
+
+
+def get_app() -> Celery:
+    """The process's Celery app, built from the settings on first use (dramatiq's
+    `get_broker()` pattern): importing eventrelay builds nothing and reads no setting."""
+    global _app
+    if _app is None:
+        with _app_lock:
+            if _app is None:
+                _app = make_app()
+    return _app
+
+
+def reset_app() -> None:
+    """Forget the app so the next `get_app()` reads the settings again (tests, the demo)."""
+    global _app
+    with _app_lock:
+        _app = None
 
 
 def make_app() -> Celery:
     settings = get_settings()
-    app = Celery("eventrelay", broker=settings.broker_url)
+    app = Celery("eventrelay", broker=settings.broker_url, include=TASK_MODULES)
+    worker_process_init.connect(_fresh_connections_after_fork)
+    after_setup_logger.connect(_eventrelay_logging)
     # Below the lease, so a task is stopped before another worker may take its deliveries.
     soft_limit = settings.lease_seconds * 0.8
     hard_limit = settings.lease_seconds * 0.9
@@ -78,14 +103,10 @@ def filesystem_transport_options(folder: str) -> dict[str, Any]:
     }
 
 
-app = make_app()
-
-
-@worker_process_init.connect
 def _fresh_connections_after_fork(**_: Any) -> None:
     # Pooled connections must not cross fork() (SQLAlchemy pooling docs).
-    from models.session import reset_engine, set_pre_ping
-    from worker.vendors import get_vendor, vendor_names
+    from eventrelay.models.session import reset_engine, set_pre_ping
+    from eventrelay.worker.vendors import get_vendor, vendor_names
 
     set_pre_ping(False)
     reset_engine()
@@ -93,13 +114,10 @@ def _fresh_connections_after_fork(**_: Any) -> None:
         get_vendor(name)  # registers every vendor's secrets for redaction before any log line
 
 
-@after_setup_logger.connect
 def _eventrelay_logging(**_: Any) -> None:
     # Celery leaves the root logger alone (worker_hijack_root_logger=False): give eventrelay's
     # loggers their own handler, JSON when EVENTRELAY_LOG_JSON is set.
-    from worker.logs import configure
+    from eventrelay.worker.logs import configure
 
     configure(json_lines=get_settings().log_json)
 
-
-import worker.tasks  # noqa: E402,F401  (registers the tasks on `app`)

@@ -19,16 +19,17 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, delete, select, true, tuple_, update
 
-from models.base import utcnow
-from models.delivery import DELIVERIES, DeliveryStatus, Lane
-from models.idempotency import IDEMPOTENCY_KEYS
-from models.session import get_engine
-from worker import breaker
-from worker.config import Settings, get_settings, is_redis_url
-from worker.delivery import mark_unpublished, recover_expired_leases
-from worker.publish import publish_many
-from worker.queues import vendor_queues
-from worker.vendors import vendor_names
+from eventrelay.models.base import utcnow
+from eventrelay.models.delivery import DELIVERIES, DeliveryStatus, Lane
+from eventrelay.models.idempotency import IDEMPOTENCY_KEYS
+from eventrelay.models.session import get_engine
+from eventrelay.worker.config import Settings, get_settings, is_redis_url
+from eventrelay.worker.engine.state import recover_expired_leases
+from eventrelay.worker.fleet import breaker, keys
+from eventrelay.worker.fleet.queues import vendor_queues
+from eventrelay.worker.producer.outbox import mark_unpublished
+from eventrelay.worker.producer.publish import publish_many
+from eventrelay.worker.vendors import vendor_names
 
 log = logging.getLogger("eventrelay.scheduler")
 
@@ -39,7 +40,6 @@ DISPATCH_LIMIT_PER_TICK = 5000
 # A pending delivery whose vendor queues are empty, published this long ago, lost its message.
 ORPHAN_AFTER_SECONDS = 30.0
 CLEANUP_EVERY_SECONDS = 60.0
-EPOCH_KEY = "eventrelay:broker-epoch"
 # kombu's Redis transport keeps one list per priority step next to the queue's own.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
@@ -56,7 +56,7 @@ def queue_depths(broker_url: str) -> dict[str, int] | None:
     """Messages waiting per queue (Redis broker only; None otherwise or if unreachable)."""
     if not is_redis_url(broker_url):
         return None
-    from worker.redis_client import get_redis
+    from eventrelay.worker.fleet.redis_client import get_redis
 
     try:
         client = get_redis(broker_url)
@@ -78,10 +78,10 @@ def _broker_was_reset(broker_url: str) -> bool:
     """True the first time we see a broker without our epoch mark (restart, FLUSHALL)."""
     if not is_redis_url(broker_url):
         return False
-    from worker.redis_client import get_redis
+    from eventrelay.worker.fleet.redis_client import get_redis
 
     try:
-        return bool(get_redis(broker_url).set(EPOCH_KEY, str(time.time()), nx=True))
+        return bool(get_redis(broker_url).set(keys.BROKER_EPOCH, str(time.time()), nx=True))
     except Exception:
         return False
 

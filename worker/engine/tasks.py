@@ -6,16 +6,16 @@ import logging
 import uuid
 from typing import Any
 
+from celery import shared_task
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
-from models.delivery import Lane
-from worker import doorbell
-from worker.batch import best_effort, process_batch
-from worker.celery_app import TASK_NAME_DELIVER, TASK_NAME_INGEST, app
-from worker.config import get_settings
-from worker.publish import chunked, publish, publish_many
-from worker.queues import queue_name
+from eventrelay.models.delivery import Lane
+from eventrelay.worker.config import get_settings
+from eventrelay.worker.engine.batch import best_effort, process_batch
+from eventrelay.worker.fleet import doorbell
+from eventrelay.worker.fleet.queues import TASK_NAME_DELIVER, TASK_NAME_INGEST, queue_name
+from eventrelay.worker.producer.publish import chunked, publish, publish_many
 
 log = logging.getLogger("eventrelay.worker")
 
@@ -30,7 +30,7 @@ def decode_ids(raw: Any) -> list[uuid.UUID] | None:
         return None
 
 
-@app.task(
+@shared_task(
     bind=True,
     name=TASK_NAME_DELIVER,
     ignore_result=True,
@@ -47,7 +47,7 @@ def deliver(
     self: Any, vendor: Any = None, delivery_ids: Any = None, *args: Any, **kwargs: Any
 ) -> dict[str, Any]:
     """Deliver some of `vendor`'s deliveries. The message carries ids only, never payloads."""
-    from worker.vendors import VENDOR_CLASSES
+    from eventrelay.worker.vendors import VENDOR_CLASSES
 
     ids = decode_ids(delivery_ids)
     if not isinstance(vendor, str) or vendor not in VENDOR_CLASSES or ids is None or args or kwargs:
@@ -80,7 +80,7 @@ def deliver(
     return totals
 
 
-@app.task(name=TASK_NAME_INGEST, ignore_result=True)
+@shared_task(name=TASK_NAME_INGEST, ignore_result=True)
 def ingest(jobs: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Validate and record jobs sent by a producer that has only Celery installed.
 
@@ -90,8 +90,8 @@ def ingest(jobs: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
     Invalid jobs are refused whole (nothing stored) and logged with the reason; retrying
     cannot fix them, so the message is not retried.
     """
-    from worker.errors import InvalidJob
-    from worker.producer import enqueue_many
+    from eventrelay.worker.errors import InvalidJob
+    from eventrelay.worker.producer import enqueue_many
 
     if not isinstance(jobs, list) or args or kwargs:
         log.error("dropping malformed ingest message: expected one list of jobs")

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from worker.errors import EventRelayError, InvalidJob
+from eventrelay.worker.errors import EventRelayError, InvalidJob
 
 EXIT_INVALID = 2
 
@@ -35,7 +35,7 @@ def _parse_when(value: str | None) -> datetime | None:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        from worker.operations import parse_duration
+        from eventrelay.worker.ops.operations import parse_duration
 
         try:
             return datetime.now(UTC) - parse_duration(value)
@@ -50,8 +50,8 @@ def _parse_when(value: str | None) -> datetime | None:
 @click.version_option(package_name="eventrelay")
 def cli() -> None:
     """eventrelay: durable delivery of application events to vendor APIs."""
-    from worker.config import get_settings
-    from worker.logs import configure
+    from eventrelay.worker.config import get_settings
+    from eventrelay.worker.logs import configure
 
     configure(json_lines=get_settings().log_json)
 
@@ -65,7 +65,7 @@ def cli() -> None:
 )
 def migrate(database_url: str | None) -> None:
     """Create or upgrade the tables (Alembic upgrade head)."""
-    from worker.migrate import upgrade
+    from eventrelay.worker.ops.migrate import upgrade
 
     try:
         upgrade(database_url)
@@ -92,9 +92,9 @@ def worker(
     celery_args: tuple[str, ...],
 ) -> None:
     """Run a Celery worker with eventrelay's options (task events on, for Flower)."""
-    from worker.celery_app import app
-    from worker.queues import all_queues, vendor_queues
-    from worker.vendors import vendor_names
+    from eventrelay.worker.engine.celery_app import get_app
+    from eventrelay.worker.fleet.queues import all_queues, vendor_queues
+    from eventrelay.worker.vendors import vendor_names
 
     selected = [q.strip() for q in queues.split(",")] if queues else []
     if vendors:
@@ -107,7 +107,7 @@ def worker(
         argv += ["-c", str(concurrency)]
     if hostname:
         argv += ["-n", hostname]
-    app.worker_main(argv + list(celery_args))
+    get_app().worker_main(argv + list(celery_args))
 
 
 @cli.command()
@@ -117,7 +117,7 @@ def worker(
 @click.option("--once", is_flag=True, help="Run one tick and exit.")
 def scheduler(interval: float | None, once: bool) -> None:
     """Publish due deliveries and recover expired leases (safe to run twice)."""
-    from worker.scheduler import Scheduler
+    from eventrelay.worker.engine.scheduler import Scheduler
 
     sched = Scheduler()
     if once:
@@ -133,7 +133,7 @@ def scheduler(interval: float | None, once: bool) -> None:
 @click.option("--host", default="0.0.0.0", show_default=True)
 def metrics(port: int, host: str) -> None:
     """Serve Prometheus metrics (read from the database and Redis at each scrape)."""
-    from worker.metrics import serve
+    from eventrelay.worker.ops.metrics import serve
 
     click.echo(f"eventrelay metrics on http://{host}:{port}/metrics", err=True)
     serve(port, host)
@@ -156,7 +156,7 @@ def metrics(port: int, host: str) -> None:
 )
 def demo(users: int, timeout: float) -> None:
     """Run the whole pipeline locally against the mock vendors, with live progress."""
-    from worker.demo import run_demo
+    from eventrelay.worker.dev.demo import run_demo
 
     result = run_demo(users=users, timeout_seconds=timeout)
     sys.exit(0 if result.finished else 1)
@@ -167,7 +167,7 @@ def demo(users: int, timeout: float) -> None:
 @click.option("--port", default=8025, show_default=True, type=int)
 def mock_vendors(host: str, port: int) -> None:
     """Run the mock vendor server (all four APIs) for tests and demos."""
-    from worker.mockvendors import main
+    from eventrelay.worker.dev.mock.server import main
 
     sys.exit(main(["--host", host, "--port", str(port)]))
 
@@ -204,7 +204,7 @@ def send(
 
     All jobs are validated first: if any is invalid, nothing is stored and the exit code is 2.
     """
-    from worker.producer import enqueue_many
+    from eventrelay.worker.producer import enqueue_many
 
     jobs: list[Any] = []
     try:
@@ -274,12 +274,12 @@ def _loads(text: str | None, what: str) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (documented shape).")
 def status(as_json: bool) -> None:
     """Deliveries per vendor and state, oldest pending age, queue depths, circuit state."""
-    from models.session import get_engine
-    from worker import breaker
-    from worker.config import get_settings
-    from worker.operations import status_counts
-    from worker.queues import vendor_queues
-    from worker.scheduler import queue_depths
+    from eventrelay.models.session import get_engine
+    from eventrelay.worker.config import get_settings
+    from eventrelay.worker.engine.scheduler import queue_depths
+    from eventrelay.worker.fleet import breaker
+    from eventrelay.worker.fleet.queues import vendor_queues
+    from eventrelay.worker.ops.operations import status_counts
 
     settings = get_settings()
     with get_engine().connect() as conn:
@@ -338,8 +338,8 @@ def status(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (documented shape).")
 def show(delivery_id: str, as_json: bool) -> None:
     """One delivery with its payload and attempts."""
-    from models.session import get_engine
-    from worker.operations import show as show_delivery
+    from eventrelay.models.session import get_engine
+    from eventrelay.worker.ops.operations import show as show_delivery
 
     try:
         with get_engine().connect() as conn:
@@ -380,7 +380,7 @@ def _dead_filter(
     since: str | None,
     until: str | None,
 ) -> Any:
-    from worker.operations import DeadFilter
+    from eventrelay.worker.ops.operations import DeadFilter
 
     return DeadFilter(
         ids=ids, vendor=vendor, reason=reason, since=_parse_when(since), until=_parse_when(until)
@@ -419,8 +419,8 @@ def dlq_list(
     as_json: bool,
 ) -> None:
     """List dead deliveries, newest first, with their reasons."""
-    from models.session import get_engine
-    from worker.operations import count_dead, dead_letters
+    from eventrelay.models.session import get_engine
+    from eventrelay.worker.ops.operations import count_dead, dead_letters
 
     flt = _dead_filter((), vendor, reason, since, until)
     with get_engine().connect() as conn:
@@ -451,9 +451,9 @@ def dlq_replay(
     as_json: bool,
 ) -> None:
     """Send dead deliveries again (by id, or --all matching filters). Never re-sends delivered."""
-    from models.session import get_engine
-    from worker.operations import count_dead, replay
-    from worker.producer import publish_after_commit
+    from eventrelay.models.session import get_engine
+    from eventrelay.worker.ops.operations import count_dead, replay
+    from eventrelay.worker.producer import publish_after_commit
 
     if not ids and not (all_ or vendor or reason or since or until):
         _fail(
@@ -489,8 +489,8 @@ def dlq_replay(
 @click.option("--json", "as_json", is_flag=True)
 def dlq_purge(older_than: str, dry_run: bool, as_json: bool) -> None:
     """Delete dead letters (and their attempts) that died longer ago than --older-than."""
-    from models.session import get_engine
-    from worker.operations import parse_duration, purge_dead
+    from eventrelay.models.session import get_engine
+    from eventrelay.worker.ops.operations import parse_duration, purge_dead
 
     try:
         age = parse_duration(older_than)
@@ -516,7 +516,7 @@ def vendors() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def vendors_list(as_json: bool) -> None:
     """Registered vendors and their operations."""
-    from worker.vendors import VENDOR_CLASSES
+    from eventrelay.worker.vendors import VENDOR_CLASSES
 
     data = {name: sorted(cls.operations) for name, cls in sorted(VENDOR_CLASSES.items())}
     if as_json:
@@ -530,11 +530,11 @@ def vendors_list(as_json: bool) -> None:
 @click.argument("vendor")
 def vendors_resume(vendor: str) -> None:
     """Unpark a vendor after fixing its credentials; its waiting deliveries go out now."""
-    from models.session import get_engine
-    from worker import breaker
-    from worker.config import get_settings
-    from worker.operations import resume_vendor
-    from worker.vendors import vendor_names
+    from eventrelay.models.session import get_engine
+    from eventrelay.worker.config import get_settings
+    from eventrelay.worker.fleet import breaker
+    from eventrelay.worker.ops.operations import resume_vendor
+    from eventrelay.worker.vendors import vendor_names
 
     if vendor not in vendor_names():
         _fail(

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from models.base import utcnow
-from models.delivery import ATTEMPTS, DELIVERIES, DeliveryStatus, Lane
-from worker.errors import DeliveryNotFound, EventRelayError
+from eventrelay.models.base import utcnow
+from eventrelay.models.delivery import ATTEMPTS, DELIVERIES, DeliveryStatus, Lane
+from eventrelay.worker.errors import DeliveryNotFound, EventRelayError
 
 D = DELIVERIES
 A = ATTEMPTS
@@ -40,7 +40,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def status_counts(conn: Connection) -> dict[str, dict[str, Any]]:
     """Per vendor: counts by state and the age of the oldest pending delivery."""
-    from worker.vendors import vendor_names
+    from eventrelay.worker.vendors import vendor_names
 
     now = utcnow()
     result: dict[str, dict[str, Any]] = {
