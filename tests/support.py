@@ -118,7 +118,7 @@ def start_worker(
         "-m",
         "celery",
         "-A",
-        "worker",
+        "eventrelay.worker",
         "worker",
         "-P",
         "prefork",

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventrelay.worker.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "sqlite:///eventrelay.db"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
@@ -70,5 +72,21 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The settings of this process (cached; tests call `get_settings.cache_clear()`)."""
-    return Settings()
+    """The settings of this process, read on first use (cached; tests call
+    `get_settings.cache_clear()`).
+
+    Raises:
+        ConfigurationError: naming every `EVENTRELAY_*` variable that holds a bad value.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"EVENTRELAY_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors(include_url=False, include_input=False)
+        )
+        first = exc.errors()[0]["loc"] if exc.errors() else ()
+        raise ConfigurationError(
+            f"invalid eventrelay setting(s): {problems}",
+            env_var=f"EVENTRELAY_{'_'.join(str(p) for p in first).upper()}" if first else None,
+        ) from None

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-FORBIDDEN = {"worker", "models", "sqlalchemy", "pydantic", "pydantic_settings", "psycopg"}
+FORBIDDEN = {"eventrelay", "sqlalchemy", "pydantic", "pydantic_settings", "psycopg"}
 REMOTE_PY = Path(__file__).resolve().parents[2] / "worker" / "integrations" / "remote.py"
 
 

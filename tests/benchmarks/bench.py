@@ -371,7 +371,7 @@ def phase_eventrelay_backlog(
     mock_reset()
     for start in range(0, n, 5000):
         enqueue_many([job(i, run) for i in range(start, min(n, start + 5000))])
-    proc = fleet.worker("worker", "eventrelay")
+    proc = fleet.worker("eventrelay.worker", "eventrelay")
     wait_worker_ready(fleet, ENV["EVENTRELAY_BROKER_URL"], proc)
     rss_start = rss_mib(proc.pid)
     spy = None
@@ -463,7 +463,7 @@ def phase_drain(fleet: Fleet, n: int, run: str) -> dict[str, float]:
     for start in range(0, n, 5000):
         enqueue_many([job(4 * i + 3, run) for i in range(start, min(n, start + 5000))])
     bulk_rate = n / (time.perf_counter() - t0)
-    proc = fleet.worker("worker", "drain")
+    proc = fleet.worker("eventrelay.worker", "drain")
     wait_worker_ready(fleet, ENV["EVENTRELAY_BROKER_URL"], proc)
     rss_start = rss_mib(proc.pid)
     points = wait_for_deliveries(n, timeout=max(300.0, n / 50))

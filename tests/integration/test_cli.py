@@ -223,3 +223,28 @@ def test_a_database_without_tables_says_to_run_migrate(
     result = cli("status", env=env, check=False)
     assert result.returncode == 1
     assert "run `eventrelay migrate`" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_table_fits_an_80_column_terminal_with_every_header_whole(cli: Any) -> None:
+    from eventrelay.worker.ops.cli import STATUS_COLUMNS
+    from tests.conftest import _child_env
+
+    cli(
+        "send",
+        "--vendor",
+        "vtcdn",
+        "--operation",
+        "send_event",
+        "--payload",
+        json.dumps(jobs.vtcdn_update()),
+    )
+    out = cli("status", env=_child_env(COLUMNS="80", LINES="40")).stdout
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80, out
+    assert "…" not in out, out  # nothing cut short, headers nor cells
+    header = next(line for line in lines if "vendor" in line)
+    for name, _ in STATUS_COLUMNS:
+        assert name in header, (name, out)
+    assert "pend: pending" in out and "done: delivered" in out  # the legend explains them
+    row = next(line for line in lines if line.lstrip("│ ").startswith("vtcdn"))
+    assert " 1 " in row  # the pending job is counted

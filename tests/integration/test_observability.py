@@ -30,7 +30,7 @@ def flower(database_url: str, logs_dir: Path) -> Iterator[str]:
             "-m",
             "celery",
             "-A",
-            "worker",
+            "eventrelay.worker",
             "flower",
             f"--port={port}",
             "--address=127.0.0.1",

@@ -218,7 +218,7 @@ def run_demo(
                     "-m",
                     "celery",
                     "-A",
-                    "worker",
+                    "eventrelay.worker",
                     "worker",
                     "-P",
                     "prefork",

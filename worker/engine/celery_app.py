@@ -1,6 +1,6 @@
 """The Celery application and every Celery setting, in one place.
 
-Durability settings (PITFALLS.md, Celery docs):
+Durability settings (Celery's docs and issue tracker):
 - late acks + reject on worker lost: a message whose worker died is delivered again
   (celery/celery#3541); the delivery row's lease stops a double send.
 - prefetch multiplier 1: a worker holds no more messages than it runs.

@@ -1,10 +1,10 @@
 """Coalescing publishes for producers that enqueue one job at a time.
 
-One Celery message per job costs ~2 ms of Celery overhead per delivery (PITFALLS.md). Instead,
-a producer "rings" a vendor's doorbell (SET NX with a short expiry) and publishes a message only
-if nobody rang before it; a worker answers (DEL) when it starts the task and then also claims
-other due fresh deliveries of that vendor ("top-up"), up to the batch size. Under load one
-message carries many deliveries; when idle every job still gets its own message at once.
+One Celery message per job costs ~2 ms of Celery overhead per delivery (README, "Benchmark").
+Instead, a producer "rings" a vendor's doorbell (SET NX with a short expiry) and publishes a
+message only if nobody rang before it; a worker answers (DEL) when it starts the task and then
+also claims other due fresh deliveries of that vendor ("top-up"), up to the batch size. Under
+load one message carries many deliveries; when idle every job still gets its own message.
 
 Nothing depends on the doorbell for correctness: a row that got no message of its own is taken
 by the next task's top-up, or by the scheduler's orphan sweep.
@@ -22,9 +22,7 @@ RING_SECONDS = 2.0
 def ring(vendor: str, redis_url: str) -> bool:
     """True if this caller should publish (nobody else has a message waiting)."""
     return bool(
-        get_redis(redis_url).set(
-            keys.doorbell(vendor), "1", nx=True, px=int(RING_SECONDS * 1000)
-        )
+        get_redis(redis_url).set(keys.doorbell(vendor), "1", nx=True, px=int(RING_SECONDS * 1000))
     )
 
 

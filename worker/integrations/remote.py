@@ -13,9 +13,8 @@ Until a worker has recorded the message, the job lives only in the broker.
 
 This file imports nothing of eventrelay or SQLAlchemy, and Celery only for type checking, so
 a producer without eventrelay installed can copy it as it is. Imported from an installed
-eventrelay, `import worker.integrations.remote` first runs `worker/__init__.py`, which builds
-eventrelay's Celery app: that imports SQLAlchemy and eventrelay's models and reads the
-`EVENTRELAY_*` settings, but opens no database or broker connection.
+eventrelay (`eventrelay.worker.integrations.remote`) it is just as light: importing eventrelay
+builds no Celery app, reads no setting and imports neither SQLAlchemy nor pydantic.
 """
 
 from __future__ import annotations
@@ -26,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from celery import Celery
 
-INGEST_TASK = "eventrelay.ingest"  # worker.celery_app.TASK_NAME_INGEST
-INGEST_QUEUE = "eventrelay.ingest"  # worker.queues.INGEST_QUEUE
+INGEST_TASK = "eventrelay.ingest"  # eventrelay.worker.fleet.queues.TASK_NAME_INGEST
+INGEST_QUEUE = "eventrelay.ingest"  # eventrelay.worker.fleet.queues.INGEST_QUEUE
 
 
 def job(

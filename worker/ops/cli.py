@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -300,37 +300,66 @@ def status(as_json: bool) -> None:
     if as_json:
         _print_json(data)
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="eventrelay status")
-    for col in (
-        "vendor",
-        "pending",
-        "delivering",
-        "delivered",
-        "dead",
-        "suppressed",
-        "oldest pending",
-        "queued (fresh/retry)",
-        "circuit",
-    ):
-        table.add_column(col)
+    # Short headers with a legend: at 80 columns rich would cut "pending", "delivering" and
+    # "delivered" to the same "pendi…"/"deliv…".
+    table = Table(
+        title="eventrelay status",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+        show_edge=False,
+        caption="pend: pending · sending: claimed by a worker · done: delivered · "
+        "supp: suppressed · oldest: oldest pending · queued: messages in fresh/retry queues",
+        caption_justify="left",
+    )
+    for col, justify in STATUS_COLUMNS:
+        table.add_column(col, justify=justify, no_wrap=True)
+    notes = []
     for name, entry in sorted(vendors.items()):
         c = entry["counts"]
         age = entry["oldest_pending_age_seconds"]
         q = list(entry["queues"].values())
         circuit = entry["circuit"] or "-"
         if entry["parked_reason"]:
-            circuit = f"parked: {entry['parked_reason']}"
+            notes.append(f"{name} is parked: {entry['parked_reason']}")
         table.add_row(
             name,
             *(str(c[s]) for s in ("pending", "delivering", "delivered", "dead", "suppressed")),
-            f"{age:.0f}s" if age is not None else "-",
+            _age(age),
             "/".join("?" if v is None else str(v) for v in q),
             circuit,
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for note in notes:
+        console.print(note, soft_wrap=True)
+
+
+STATUS_COLUMNS: tuple[tuple[str, Literal["left", "right"]], ...] = (
+    ("vendor", "left"),
+    ("pend", "right"),
+    ("sending", "right"),
+    ("done", "right"),
+    ("dead", "right"),
+    ("supp", "right"),
+    ("oldest", "right"),
+    ("queued", "right"),
+    ("circuit", "left"),
+)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
 
 
 @cli.command()

@@ -1,7 +1,8 @@
 """Botsi: profiles and paywall events.
 
-Docs: shared/vendor-docs/botsi-create-profile.txt, botsi-send-profile-event.txt.
-- `Authorization: <secret key>` with no scheme word (vendor-docs README).
+Docs: Botsi's public Web API pages "Create a Profile" and "Send Profile Event"
+(`https://app.botsi.com/api/v1/web-api/profiles`, `.../events`).
+- `Authorization: <secret key>` with no scheme word (Botsi's authentication page).
 - `POST /events` takes a JSON array, so several due events share one request.
 - `isExperiment` / `aiPricingModelId` must be exactly what Get Paywall returned: wrong or
   missing values "corrupt the AI model's training data", so they are strictly typed here.

@@ -1,6 +1,6 @@
 """Gravity Field: store events (add to cart, purchase ...).
 
-Docs: shared/vendor-docs/gravityfield-store-event.txt.
+Docs: Gravity Field's public SDK API reference, "Store custom event" (`POST {base}/event`).
 - `Authorization: Bearer <token>`; `sec` is the site's key (GRAVITYFIELD_SITE_KEY), filled in
   at send time when the job leaves it out, so the key is never stored with the job.
 - No production base URL is published: GRAVITYFIELD_BASE_URL must be set.

@@ -1,6 +1,7 @@
 """Infobip People: custom person events.
 
-Docs: shared/vendor-docs/infobip-people-send-event.txt.
+Docs: Infobip People API, "Send Event"
+(`POST /peopleevents/2/persons/{personId}/definitions/{definitionId}/events`).
 - Every account has its own base URL (`https://xxxxx.api.infobip.com`): no default.
 - `Authorization: App <api key>`.
 - personId / definitionId go into the path (URL-encoded: emails carry `+` and `@`),

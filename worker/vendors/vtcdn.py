@@ -1,6 +1,7 @@
 """vtcdn: user events.
 
-Docs: shared/vendor-docs/vtcdn-send-events.txt and the API overview facts in its README.
+Docs: vtcdn's public pages "How to send events via API" and "API Overview"
+(base `https://api.vtcdn.net/v1`).
 - `POST {base}/event` with no trailing slash: "/something is NOT the same as /something/".
 - `Authorization` carries the API key itself.
 - Confirmations are limited by orderId ("if a second event with the same orderId comes, it is
