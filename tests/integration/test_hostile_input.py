@@ -101,6 +101,27 @@ def test_deeply_nested_input_is_refused_not_crashing(cli: Any) -> None:
         )
 
 
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize(("field", "value"), [("personId", ".."), ("definitionId", ".")])
+def test_an_infobip_dot_segment_is_refused_by_send_and_nothing_is_stored(
+    cli: Any, field: str, value: str
+) -> None:
+    # Sent as is, the segment would be removed by urllib3 and the event posted elsewhere.
+    result = cli(
+        "send",
+        "--vendor",
+        "infobip",
+        "--operation",
+        "send_event",
+        "--payload",
+        json.dumps(jobs.infobip_event() | {field: value}),
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"payload.{field}" in result.stderr and "nothing was stored" in result.stderr
+    assert _count() == 0
+
+
 @pytest.mark.usefixtures("clean", "pipeline")
 def test_poison_messages_are_dropped_and_the_worker_keeps_delivering(
     pipeline: dict[str, Any], mock_vendors: Any, redis_client: Any

@@ -265,6 +265,30 @@ def test_infobip_requires_person_type_and_definition(field: str) -> None:
     assert f"payload.{field}" in _errors("infobip", "send_event", payload)
 
 
+@pytest.mark.parametrize("value", [".", ".."])
+@pytest.mark.parametrize("field", ["personId", "definitionId"])
+def test_infobip_refuses_a_dot_segment_that_would_post_elsewhere_with_the_account_key(
+    field: str, value: str
+) -> None:
+    # urllib3 removes "." and ".." path segments: "/persons/../definitions/../events" would
+    # reach "/peopleevents/2/events", another endpoint, with the account's key.
+    errors = _errors("infobip", "send_event", jobs.infobip_event() | {field: value})
+    assert f"payload.{field}" in errors
+    assert "path" in errors[f"payload.{field}"]
+
+
+def test_infobip_builds_no_request_from_a_stored_dot_segment() -> None:
+    # A row stored before the door refused them must not go out either.
+    with pytest.raises(ValueError, match="personId"):
+        infobip().build_request("send_event", [jobs.infobip_event() | {"personId": ".."}])
+
+
+def test_infobip_accepts_dots_inside_an_identifier() -> None:
+    validate_job("infobip", "send_event", jobs.infobip_event("a.b@x.io") | {"definitionId": "v1.2"})
+    req = infobip().build_request("send_event", [jobs.infobip_event("...")])
+    assert "/persons/.../definitions/" in req.url  # not a dot segment: sent as it is
+
+
 def test_infobip_identifier_type_must_be_one_of_the_documented_values() -> None:
     assert "payload.identifierType" in _errors(
         "infobip", "send_event", jobs.infobip_event() | {"identifierType": "email"}
