@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from typing import Any
 
@@ -151,6 +152,18 @@ def test_poison_messages_are_dropped_and_the_worker_keeps_delivering(
     wait_status(receipt.delivery_id, "delivered")
     assert pipeline["worker"].popen.poll() is None
     assert "dropping malformed deliver message" in pipeline["worker"].output()
+
+
+@pytest.mark.usefixtures("clean", "pipeline")
+def test_a_success_answer_too_deeply_nested_to_parse_is_delivered_and_not_sent_again(
+    mock_vendors: Any,
+) -> None:
+    mock_vendors.set_faults("vtcdn", success_body="[" * 100_000)
+    receipt = enqueue("vtcdn", "send_event", jobs.vtcdn_update())
+    row = wait_status(receipt.delivery_id, "delivered", timeout=15)
+    assert row.attempts == 1
+    time.sleep(0.5)  # a retry, if one were scheduled, would be on its way by now
+    assert len(mock_vendors.received("vtcdn")) == 1
 
 
 @pytest.mark.usefixtures("clean", "pipeline")

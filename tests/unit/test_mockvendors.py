@@ -681,6 +681,20 @@ def test_retry_after_seconds_and_http_date(mock: MockVendors, http: requests.Ses
     assert mock.stats()["vtcdn"]["rate_limited"] == 3
 
 
+def test_success_body_replaces_the_body_of_accepted_answers_only(
+    mock: MockVendors, http: requests.Session
+) -> None:
+    mock.set_faults("gravityfield", success_body="[" * 100_000)
+    accepted = gravityfield(mock, http, GF_EVENT)
+    assert accepted.status_code == 200 and accepted.content == b"[" * 100_000
+    refused = gravityfield(mock, http, GF_EVENT | {"data": []})
+    assert refused.status_code == 422 and "data" in refused.json()["error"]
+    assert [r["fault"] for r in mock.received("gravityfield")] == ["success_body", None]
+    assert infobip(mock, http).json() is not None  # other vendors answer as usual
+    with pytest.raises(ValueError, match="success_body"):
+        mock.set_faults("gravityfield", success_body=5)
+
+
 def test_latency(mock: MockVendors, http: requests.Session) -> None:
     mock.set_faults("gravityfield", latency_ms=150)
     started = time.monotonic()

@@ -16,6 +16,7 @@ from eventrelay.worker.vendors.base import Verdict, send
 from eventrelay.worker.vendors.gravityfield import GravityField, GravityFieldSettings
 
 BIG_BODY_BYTES = 5 * 1024 * 1024
+DEEP_BODY_BRACKETS = 100_000
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -32,6 +33,13 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(b"x" * BIG_BODY_BYTES)
+        elif self.path.endswith("/deep/event"):
+            body = b"[" * DEEP_BODY_BRACKETS
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif self.path.endswith("/echo/event"):
             self.send_response(400)
             self.send_header("Content-Type", "application/json")
@@ -84,6 +92,15 @@ def test_response_bodies_are_read_only_up_to_the_cap(server: str) -> None:
     result = _send(f"{server}/big", cap=1000)
     assert result.verdict is Verdict.DELIVERED
     assert len(result.excerpt) <= 300
+
+
+def test_a_success_with_a_body_too_deeply_nested_to_parse_is_still_delivered(
+    server: str,
+) -> None:
+    # The vendor accepted the job; sending it again because its answer is odd would duplicate it.
+    result = _send(f"{server}/deep", cap=DEEP_BODY_BRACKETS)
+    assert result.verdict is Verdict.DELIVERED and result.status_code == 200
+    assert result.excerpt.startswith("[[[")
 
 
 def test_an_echoed_payload_is_not_repeated_in_the_reason(server: str) -> None:

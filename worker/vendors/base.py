@@ -348,11 +348,14 @@ def _read_capped(response: requests.Response, limit: int) -> bytes:
 
 
 def _parse_json(text: str) -> Any:
+    """The body as JSON, or as text when it is not JSON. Never raises: the status code decides
+    the outcome, so a 2xx whose body cannot be parsed (too deeply nested, cut at the size cap,
+    not JSON at all) is still delivered, never sent again."""
     if not text:
         return None
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 

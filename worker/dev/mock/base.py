@@ -146,6 +146,7 @@ class Request:
 class Reply:
     status: int
     body: Any = None  # JSON-serialisable; None sends no body
+    raw_body: bytes | None = None  # sent instead of `body` (the success_body fault knob)
     headers: dict[str, str] = field(default_factory=dict)
     discarded: bool = False  # accepted but ignored by the vendor's own rules
     fault: str | None = None  # which knob/rule produced this reply, for the log

@@ -21,6 +21,10 @@ Control endpoints (JSON), next to the vendor routes:
     GET    /_mock/faults                     current fault knobs
     POST   /_mock/faults                     {"vendor": "infobip", "rate_limit": 5}
                                              {"vendor": "infobip", "clear": true}
+
+Fault knobs every vendor has: error_rate, error_status, latency_ms, hang_seconds, retry_after,
+retry_after_count, fail_next, and success_body (raw text sent, instead of the vendor's own
+body, with every answer the vendor accepts: e.g. "[" * 100000, JSON too deep to parse).
 """
 
 from __future__ import annotations
@@ -125,6 +129,16 @@ def _parse_status_list(value: Any) -> list[int]:
     return [_parse_status(status) for status in value]
 
 
+def _parse_success_body(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a string (the raw body) or null")
+    if len(value.encode()) > MAX_BODY_BYTES:
+        raise ValueError(f"must be at most {MAX_BODY_BYTES} bytes")
+    return value
+
+
 def _parse_retry_after(value: Any) -> float | str | None:
     if value is None or is_text(value):
         return cast("str | None", value)
@@ -139,6 +153,7 @@ _COMMON_KNOBS: dict[str, Callable[[Any], Any]] = {
     "retry_after": _parse_retry_after,
     "retry_after_count": parse_count,
     "fail_next": _parse_status_list,
+    "success_body": _parse_success_body,
 }
 
 # Which vendors declare each vendor-only knob, so that setting one elsewhere reads as a typo.
@@ -160,6 +175,7 @@ class _Faults:
     retry_after_count: int = 1
     retry_after_remaining: int = 0
     fail_next: list[int] = field(default_factory=list)
+    success_body: str | None = None
     own: dict[str, Any] = field(init=False)  # the vendor's own knobs, by name
 
     def __post_init__(self) -> None:
@@ -208,6 +224,7 @@ class _Faults:
             "retry_after_count": self.retry_after_count,
             "retry_after_remaining": self.retry_after_remaining,
             "fail_next": list(self.fail_next),
+            "success_body": self.success_body,
             **own,
         }
 
@@ -467,7 +484,17 @@ class MockVendors:
         injected = self._take_injected_fault(mock.name)
         if injected is not None:
             return injected
-        return handler(req)
+        return self._with_success_body(mock.name, handler(req))
+
+    def _with_success_body(self, vendor: str, reply: Reply) -> Reply:
+        """An accepted answer carries the `success_body` knob's raw text, when it is set."""
+        with self._lock:
+            text = self._faults[vendor].success_body
+        if text is None or not 200 <= reply.status < 300 or reply.status == 204:
+            return reply
+        reply.raw_body = text.encode()
+        reply.fault = "success_body"
+        return reply
 
     def _delay(self, vendor: str) -> None:
         with self._lock:
@@ -543,7 +570,9 @@ class MockVendors:
                     "discarded": reply.discarded,
                     "duplicates": duplicates,
                     "fault": reply.fault,
-                    "response": reply.body,
+                    "response": reply.body
+                    if reply.raw_body is None
+                    else reply.raw_body.decode("utf-8", "replace"),
                     "ts": req.ts,
                 }
             )
@@ -702,7 +731,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: Reply) -> None:
         bodyless = reply.status in (204, 304)
-        payload = b"" if reply.body is None or bodyless else json.dumps(reply.body).encode()
+        if bodyless:
+            payload = b""
+        elif reply.raw_body is not None:
+            payload = reply.raw_body
+        else:
+            payload = b"" if reply.body is None else json.dumps(reply.body).encode()
         try:
             self.send_response(reply.status)
             for name, value in reply.headers.items():
