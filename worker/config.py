@@ -48,9 +48,13 @@ class Settings(BaseSettings):
     # Redis transport: an unacknowledged message is delivered again after this long. It must
     # exceed the longest task (the lease); retry delays never rely on it (celery#2599).
     visibility_timeout_seconds: float = Field(default=3600.0, gt=0)
-    # A claimed delivery whose worker has not finished within this time is taken back.
-    lease_seconds: float = Field(default=300.0, gt=0)
-    # Deliveries claimed per task message; with the HTTP timeouts this bounds a task's length.
+    # A claimed delivery is held this long past its worker's last heartbeat (every third of
+    # it): a killed worker's deliveries go out again after about this long.
+    lease_seconds: float = Field(default=10.0, gt=0)
+    # Requests one worker process keeps in flight, shared by the vendors it serves; a vendor
+    # may hold at most <VENDOR>_MAX_IN_FLIGHT of them (default 3/4). See README, "Tuning".
+    max_in_flight: int = Field(default=128, ge=1, le=2000)
+    # Delivery ids per published message.
     batch_size: int = Field(default=20, ge=1, le=500)
     max_payload_bytes: int = Field(default=256 * 1024, gt=0)
     idempotency_ttl_seconds: float = Field(default=7 * 24 * 3600, gt=0)

@@ -1,25 +1,24 @@
-"""Deliver one message's worth of deliveries: gate → claim → send → record.
+"""One request's worth of work: gate → (claimed) → dependencies → build → limit → send → outcome.
 
-Plain functions, so the Celery task stays thin and this stays testable without a broker.
+Plain functions: the pump (`eventrelay.worker.engine.pump`) runs many of them at once, and
+`process_batch` runs them one after another for a given list of ids (tests, tools).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from billiard.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from eventrelay.models.base import utcnow
-from eventrelay.models.delivery import AttemptOutcome, DeliveryStatus, Lane
+from eventrelay.models.delivery import AttemptOutcome, DeliveryStatus
 from eventrelay.models.session import get_engine
 from eventrelay.worker.config import Settings, get_settings
 from eventrelay.worker.engine.retry import RetryPolicy
@@ -28,7 +27,6 @@ from eventrelay.worker.engine.state import (
     Outcome,
     Recorded,
     claim,
-    defer,
     dependency_states,
     record,
 )
@@ -44,13 +42,14 @@ log = logging.getLogger("eventrelay.worker")
 DEPENDENCY_WAIT_SECONDS = 30.0  # a fallback: dependents are woken as soon as the profile lands
 CONFIG_ERROR_WAIT_SECONDS = 60.0
 LIMITER_MAX_WAIT_SECONDS = 5.0
-CONSECUTIVE_FAILURES_TO_STOP = 3
 RECORD_RETRY_SECONDS = 60.0
+# Rows one claim may take: enough for a vendor's largest array (Botsi takes 50 events).
+CLAIM_MAX_ROWS = 200
 
 
 @dataclass
 class BatchSummary:
-    """What one task did; this is the task's result, shown by Flower."""
+    """What `process_batch` did."""
 
     vendor: str
     claimed: int = 0
@@ -58,113 +57,52 @@ class BatchSummary:
     retry: int = 0
     dead: int = 0
     released: int = 0
-    deferred: int = 0
     zombies: int = 0
-    # Every delivery this task claimed, its own and topped-up ones: Flower shows them.
     delivery_ids: list[str] = field(default_factory=list)
-    woken: list[tuple[uuid.UUID, str, Lane]] = field(default_factory=list, repr=False)
-    # A topped-up batch came back full: more due deliveries are probably waiting.
-    batch_full: bool = field(default=False, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        hidden = ("woken", "batch_full")
-        return {k: v for k, v in self.__dict__.items() if k not in hidden and (v or k == "vendor")}
+        return {k: v for k, v in self.__dict__.items() if v or k == "vendor"}
 
 
-def process_batch(vendor_name: str, ids: Sequence[uuid.UUID], top_up: bool = False) -> BatchSummary:
-    """Claim and deliver `ids` of one vendor; every claimed delivery ends recorded.
+@dataclass
+class SentGroup:
+    """What came of one request: outcomes to record, and what the caller should do next."""
 
-    With `top_up`, other due fresh deliveries of the vendor fill the batch (worker.doorbell).
-    """
-    settings = get_settings()
-    vendor = get_vendor(vendor_name)
-    summary = BatchSummary(vendor=vendor_name)
-    engine = get_engine()
-    redis_url = settings.effective_redis_url
-
-    gate = _gate(vendor_name, redis_url)
-    if not gate.allowed:
-        until = utcnow() + timedelta(seconds=gate.wait_seconds + random.uniform(0, 1))
-        with engine.begin() as conn:
-            summary.deferred = defer(conn, vendor_name, ids, until)
-        return summary
-
-    own = ids[: settings.batch_size]
-    extra = settings.batch_size - len(own) if top_up else 0
-    with engine.begin() as conn:
-        claimed = claim(conn, vendor_name, own, settings.lease_seconds, top_up=extra)
-        deps = dependency_states(conn, [c.depends_on for c in claimed if c.depends_on])
-    summary.claimed = len(claimed)
-    summary.delivery_ids = [str(c.id) for c in claimed]
-    summary.batch_full = top_up and len(claimed) >= settings.batch_size
-    if not claimed:
-        return summary
-
-    outcomes: list[Outcome] = []
-    try:
-        ready = _apply_dependencies(claimed, deps, outcomes)
-        _send_all(vendor, ready, settings, redis_url, gate, outcomes)
-    except SoftTimeLimitExceeded:
-        log.warning(
-            "batch for %s hit the soft time limit; releasing what was not sent", vendor_name
-        )
-    finally:
-        handled = {o.claimed.id for o in outcomes}
-        for c in claimed:
-            if c.id not in handled:
-                outcomes.append(Outcome(c, None, next_attempt_at=utcnow(), reason=None))
-        result = _record_with_retry(engine, vendor, outcomes)
-    return _summarise(summary, result)
+    outcomes: list[Outcome] = field(default_factory=list)
+    # The vendor refused an array: send each element on its own to find the bad one.
+    resend: list[list[Claimed]] = field(default_factory=list)
+    # Whether the fleet's failure count may now be non-zero (a later success resets it).
+    health_dirty: bool = False
+    # Stop claiming for this vendor for a while (parked, config missing, limiter saturated).
+    pause_seconds: float = 0.0
 
 
-def _summarise(summary: BatchSummary, result: Recorded) -> BatchSummary:
-    for o in result.applied:
-        if o.kind is not None:
-            log_attempt(o)
-        _count(summary, o)
-    for o in result.zombies:
-        log.warning(
-            "delivery %s: lease was taken over by another worker; attempt %d result discarded",
-            o.claimed.id,
-            o.claimed.attempt,
-        )
-    summary.zombies = len(result.zombies)
-    summary.woken = result.woken
-    return summary
+def claim_limit(vendor: Vendor, free_slots: int) -> int:
+    """Rows to claim for `free_slots` requests: one each. A claim of many due events of a
+    vendor that takes arrays still fills one array (up to CLAIM_MAX_ROWS), but a claim never
+    holds rows that must wait for a free slot."""
+    return max(1, min(CLAIM_MAX_ROWS, free_slots))
 
 
-@retry(
-    retry=retry_if_exception_type(DBAPIError),
-    wait=wait_exponential(multiplier=0.5, max=5),
-    stop=stop_after_delay(RECORD_RETRY_SECONDS),
-    reraise=True,
-)
-def _record_with_retry(engine: Engine, vendor: Vendor, outcomes: list[Outcome]) -> Recorded:
-    # The vendor has answered: losing this write would mean sending again. A database restart
-    # costs a few seconds of retrying here; past that the lease expiry takes over.
-    with engine.begin() as conn:
-        return record(
-            conn,
-            outcomes,
-            on_delivered=lambda c, o: vendor.on_delivered(
-                c, o.claimed.id, o.claimed.operation, o.response_json
-            ),
-            followed_operations=vendor.followed_operations(),
-        )
+def groups_of(vendor: Vendor, claimed: Sequence[Claimed]) -> list[list[Claimed]]:
+    """Requests to make: batchable operations share one request, the rest go one by one."""
+    groups: list[list[Claimed]] = []
+    batches: dict[str, list[Claimed]] = {}
+    for c in claimed:
+        size = vendor.batch_sizes.get(c.operation, 1)
+        if size <= 1:
+            groups.append([c])
+            continue
+        current = batches.setdefault(c.operation, [])
+        current.append(c)
+        if len(current) >= size:
+            groups.append(current)
+            batches[c.operation] = []
+    groups.extend(g for g in batches.values() if g)
+    return groups
 
 
-def _count(summary: BatchSummary, o: Outcome) -> None:
-    if o.kind is AttemptOutcome.DELIVERED:
-        summary.delivered += 1
-    elif o.kind is AttemptOutcome.RETRY:
-        summary.retry += 1
-    elif o.kind is AttemptOutcome.DEAD:
-        summary.dead += 1
-    else:
-        summary.released += 1
-
-
-def _apply_dependencies(
+def apply_dependencies(
     claimed: Sequence[Claimed],
     deps: dict[uuid.UUID, tuple[DeliveryStatus, str | None]],
     outcomes: list[Outcome],
@@ -196,111 +134,158 @@ def _apply_dependencies(
     return ready
 
 
-def _groups(vendor: Vendor, claimed: Sequence[Claimed]) -> list[list[Claimed]]:
-    """Requests to make: batchable operations share one request, the rest go one by one."""
-    groups: list[list[Claimed]] = []
-    batches: dict[str, list[Claimed]] = {}
-    for c in claimed:
-        size = vendor.batch_sizes.get(c.operation, 1)
-        if size <= 1:
-            groups.append([c])
-            continue
-        current = batches.setdefault(c.operation, [])
-        current.append(c)
-        if len(current) >= size:
-            groups.append(current)
-            batches[c.operation] = []
-    groups.extend(g for g in batches.values() if g)
-    return groups
-
-
-def _send_all(
+def send_group(
     vendor: Vendor,
-    claimed: Sequence[Claimed],
+    group: list[Claimed],
     settings: Settings,
     redis_url: str | None,
-    gate: breaker.Gate,
-    outcomes: list[Outcome],
-) -> None:
+    *,
+    health_dirty: bool = False,
+) -> SentGroup:
+    """Build, rate-limit and send one request for `group`; every member gets an outcome
+    (or goes back in `resend`). Never raises for the vendor's or the network's trouble."""
     policy = RetryPolicy.for_vendor(vendor, settings)
-    pending = _groups(vendor, claimed)
-    failures_in_a_row = 0
-    probe_only = gate.probe
-    # Whether the fleet's failure count may be non-zero: only then does a success reset it.
-    health_dirty = gate.failures > 0 or gate.probe
+    out = SentGroup(health_dirty=health_dirty)
+    try:
+        request = vendor.build_request(group[0].operation, [c.payload for c in group])
+    except ConfigurationError as exc:
+        log.error("%s: %s; its deliveries wait", vendor.name, exc)
+        out.outcomes = release(group, CONFIG_ERROR_WAIT_SECONDS, str(exc))
+        out.pause_seconds = CONFIG_ERROR_WAIT_SECONDS
+        return out
+    except Exception as exc:  # an adapter bug on one job must not stop the others
+        log.exception("%s adapter failed to build a request", vendor.name)
+        failed = adapter_error(exc)
+        out.outcomes = [_outcome(c, AttemptOutcome.RETRY, failed, utcnow(), policy) for c in group]
+        return out
+    rate = vendor.settings.rate_limit
+    if rate and redis_url and not _acquire(vendor.name, rate, redis_url):
+        out.outcomes = release(group, 1.0, "rate limit: waiting")
+        out.pause_seconds = 0.5
+        return out
+    started = utcnow()
+    try:
+        result = send(
+            vendor,
+            request,
+            connect_timeout=settings.connect_timeout_seconds,
+            read_timeout=settings.read_timeout_seconds,
+            max_response_bytes=settings.max_response_bytes,
+        )
+    except Exception as exc:  # an adapter bug: retried, then dead with its summary
+        log.exception("%s adapter raised while handling a response", vendor.name)
+        result = adapter_error(exc)
+    if len(group) > 1 and result.verdict is Verdict.DEAD:
+        out.resend = [[c] for c in group]
+        return out
+    # The vendor has answered: the outcome is decided before any bookkeeping can fail, or a
+    # sent job would be released and sent again.
+    if result.verdict is Verdict.CREDENTIALS:
+        reason = result.reason or "credentials rejected"
+        out.outcomes = [_outcome(c, AttemptOutcome.PARKED, result, started, policy) for c in group]
+        out.pause_seconds = breaker.PARKED_RECHECK_SECONDS
+        if redis_url:
+            best_effort("park the vendor", breaker.park, vendor.name, reason, redis_url)
+        log.error(
+            "%s: vendor parked: %s. Fix %s's credentials, then run `eventrelay vendors resume %s`",
+            vendor.name,
+            reason,
+            vendor.name,
+            vendor.name,
+        )
+        return out
+    out.outcomes = [_outcome(c, _kind(result), result, started, policy) for c in group]
+    if result.verdict is not Verdict.DELIVERED or health_dirty:
+        best_effort("track vendor health", _track_vendor_health, vendor.name, result, redis_url)
+        out.health_dirty = result.verdict is not Verdict.DELIVERED
+    return out
+
+
+def release(claimed: Sequence[Claimed], wait_seconds: float, reason: str | None) -> list[Outcome]:
+    """Outcomes that give deliveries back without spending their attempt."""
+    until = utcnow() + timedelta(seconds=wait_seconds)
+    return [Outcome(c, None, next_attempt_at=until, reason=reason) for c in claimed]
+
+
+@retry(
+    retry=retry_if_exception_type(DBAPIError),
+    wait=wait_exponential(multiplier=0.5, max=5),
+    stop=stop_after_delay(RECORD_RETRY_SECONDS),
+    reraise=True,
+)
+def record_with_retry(engine: Engine, outcomes: list[Outcome]) -> Recorded:
+    """Record outcomes of any vendors in one transaction, retrying a lost database.
+
+    The vendors have answered: losing this write would mean sending again. A database restart
+    costs a few seconds of retrying here; past that the lease expiry takes over.
+    """
+    with engine.begin() as conn:
+        return record(conn, outcomes, on_delivered=_on_delivered, follows=_is_followed)
+
+
+def _on_delivered(conn: Connection, o: Outcome) -> None:
+    get_vendor(o.claimed.vendor).on_delivered(
+        conn, o.claimed.id, o.claimed.operation, o.response_json
+    )
+
+
+def _is_followed(o: Outcome) -> bool:
+    # Only operations that others wait for can have dependents (saves a query per batch).
+    return o.claimed.operation in get_vendor(o.claimed.vendor).followed_operations()
+
+
+def log_recorded(result: Recorded) -> None:
+    for o in result.applied:
+        if o.kind is not None:
+            log_attempt(o)
+    for o in result.zombies:
+        log.warning(
+            "delivery %s: lease was taken over by another worker; attempt %d result discarded",
+            o.claimed.id,
+            o.claimed.attempt,
+        )
+
+
+def process_batch(vendor_name: str, ids: Sequence[uuid.UUID]) -> BatchSummary:
+    """Claim `ids` of one vendor, send them one request after another, record the outcomes.
+
+    The synchronous path, for tests and tools; workers use the pump.
+    """
+    settings = get_settings()
+    vendor = get_vendor(vendor_name)
+    summary = BatchSummary(vendor=vendor_name)
+    engine = get_engine()
+    redis_url = settings.effective_redis_url
+    with engine.begin() as conn:
+        claimed = claim(conn, vendor_name, ids, settings.lease_seconds)
+        deps = dependency_states(conn, [c.depends_on for c in claimed if c.depends_on])
+    summary.claimed = len(claimed)
+    summary.delivery_ids = [str(c.id) for c in claimed]
+    outcomes: list[Outcome] = []
+    pending = groups_of(vendor, apply_dependencies(claimed, deps, outcomes))
+    dirty = True
     while pending:
-        group = pending.pop(0)
-        try:
-            request = vendor.build_request(group[0].operation, [c.payload for c in group])
-        except ConfigurationError as exc:
-            log.error("%s: %s; its deliveries wait", vendor.name, exc)
-            _release(
-                group + [c for g in pending for c in g],
-                outcomes,
-                CONFIG_ERROR_WAIT_SECONDS,
-                str(exc),
-            )
-            return
-        except Exception as exc:  # an adapter bug on one job must not stop the others
-            log.exception("%s adapter failed to build a request", vendor.name)
-            failed = _adapter_error(exc)
-            for c in group:
-                outcomes.append(_outcome(c, AttemptOutcome.RETRY, failed, utcnow(), policy))
-            continue
-        rate = vendor.settings.rate_limit
-        if rate and redis_url and not _acquire(vendor.name, rate, redis_url):
-            _release(group + [c for g in pending for c in g], outcomes, 1.0, "rate limit: waiting")
-            return
-        started = utcnow()
-        try:
-            result = send(
-                vendor,
-                request,
-                connect_timeout=settings.connect_timeout_seconds,
-                read_timeout=settings.read_timeout_seconds,
-                max_response_bytes=settings.max_response_bytes,
-            )
-        except Exception as exc:  # an adapter bug: retried, then dead with its summary
-            log.exception("%s adapter raised while handling a response", vendor.name)
-            result = _adapter_error(exc)
-        if len(group) > 1 and result.verdict is Verdict.DEAD:
-            # The vendor refused the array: find the bad element by sending each on its own.
-            pending = [[c] for c in group] + pending
-            continue
-        # The vendor has answered: its outcome is recorded before anything else can fail, or a
-        # sent job would be released and sent again.
-        if result.verdict is Verdict.CREDENTIALS:
-            reason = result.reason or "credentials rejected"
-            for c in group:
-                outcomes.append(_outcome(c, AttemptOutcome.PARKED, result, started, policy))
-            _release(
-                [c for g in pending for c in g], outcomes, breaker.PARKED_RECHECK_SECONDS, reason
-            )
-            if redis_url:
-                best_effort("park the vendor", breaker.park, vendor.name, reason, redis_url)
-            log.error(
-                "%s: vendor parked: %s. Fix %s's credentials, then run "
-                "`eventrelay vendors resume %s`",
-                vendor.name,
-                reason,
-                vendor.name,
-                vendor.name,
-            )
-            return
-        for c in group:
-            outcomes.append(_outcome(c, _kind(result), result, started, policy))
-        if result.verdict is not Verdict.DELIVERED or health_dirty:
-            best_effort("track vendor health", _track_vendor_health, vendor.name, result, redis_url)
-            health_dirty = result.verdict is not Verdict.DELIVERED
-        failures_in_a_row = failures_in_a_row + 1 if result.verdict is Verdict.RETRY else 0
-        no_answer = result.verdict is Verdict.RETRY and result.status_code is None
-        if pending and (
-            probe_only or no_answer or failures_in_a_row >= CONSECUTIVE_FAILURES_TO_STOP
-        ):
-            # A vendor that does not answer (timeout, refused), keeps failing, or is being
-            # probed must not hold this worker process hostage: the rest wait, unspent.
-            _release([c for g in pending for c in g], outcomes, 1.0, None)
-            return
+        sent = send_group(vendor, pending.pop(0), settings, redis_url, health_dirty=dirty)
+        dirty = sent.health_dirty
+        outcomes += sent.outcomes
+        pending = sent.resend + pending
+    result = record_with_retry(engine, outcomes)
+    log_recorded(result)
+    for o in result.applied:
+        _count(summary, o)
+    summary.zombies = len(result.zombies)
+    return summary
+
+
+def _count(summary: BatchSummary, o: Outcome) -> None:
+    if o.kind is AttemptOutcome.DELIVERED:
+        summary.delivered += 1
+    elif o.kind is AttemptOutcome.RETRY:
+        summary.retry += 1
+    elif o.kind is AttemptOutcome.DEAD:
+        summary.dead += 1
+    else:
+        summary.released += 1
 
 
 def _kind(result: SendResult) -> AttemptOutcome:
@@ -311,7 +296,7 @@ def _kind(result: SendResult) -> AttemptOutcome:
     }[result.verdict]
 
 
-def _adapter_error(exc: Exception) -> SendResult:
+def adapter_error(exc: Exception) -> SendResult:
     """An unexpected exception in a vendor adapter: retried, then dead-lettered with this."""
     return SendResult(
         Verdict.RETRY,
@@ -322,7 +307,7 @@ def _adapter_error(exc: Exception) -> SendResult:
     )
 
 
-def _gate(vendor: str, redis_url: str | None) -> breaker.Gate:
+def gate_for(vendor: str, redis_url: str | None) -> breaker.Gate:
     """The vendor's gate; if Redis cannot say, deliveries go ahead (failing open)."""
     if not redis_url:
         return breaker.Gate(True)
@@ -384,7 +369,6 @@ def _outcome(
         response_json=result.response_json,
     )
     if kind is AttemptOutcome.PARKED:
-        o.kind = AttemptOutcome.PARKED
         o.next_attempt_at = utcnow() + timedelta(seconds=breaker.PARKED_RECHECK_SECONDS)
     elif kind is AttemptOutcome.RETRY:
         delay = policy.delay_seconds(c.attempt_in_window, result.retry_after_seconds)
@@ -396,11 +380,3 @@ def _outcome(
         else:
             o.next_attempt_at = next_at
     return o
-
-
-def _release(
-    claimed: Sequence[Claimed], outcomes: list[Outcome], wait_seconds: float, reason: str | None
-) -> None:
-    until = utcnow() + timedelta(seconds=wait_seconds)
-    for c in claimed:
-        outcomes.append(Outcome(c, None, next_attempt_at=until, reason=reason))

@@ -6,7 +6,8 @@ Durability settings (Celery's docs and issue tracker):
 - prefetch multiplier 1: a worker holds no more messages than it runs.
 - visibility_timeout well above the longest task (celery/celery#2599): retries never use
   long countdowns; their time lives in the database (`next_attempt_at`).
-- time limits above the HTTP timeouts times the batch size, below the lease.
+- many requests in flight per process come from the pump's threads (engine/pump.py), so
+  prefork stays the pool and Celery's time limits keep working.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, worker_process_init
+from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
 from kombu.entity import Queue
 
 from eventrelay.worker.config import get_settings
@@ -24,6 +25,9 @@ from eventrelay.worker.fleet.queues import INGEST_QUEUE, TASK_NAME_INGEST, all_q
 # Imported by the worker at start (Celery's `include`), never by this module: the tasks use
 # `shared_task`, so publishing code needs neither the task module nor a circle through it.
 TASK_MODULES = ["eventrelay.worker.engine.tasks"]
+
+TASK_SOFT_TIME_LIMIT_SECONDS = 120.0
+TASK_TIME_LIMIT_SECONDS = 150.0
 
 _app: Celery | None = None
 _app_lock = threading.Lock()
@@ -51,10 +55,8 @@ def make_app() -> Celery:
     settings = get_settings()
     app = Celery("eventrelay", broker=settings.broker_url, include=TASK_MODULES)
     worker_process_init.connect(_fresh_connections_after_fork)
+    worker_process_shutdown.connect(_finish_in_flight)
     after_setup_logger.connect(_eventrelay_logging)
-    # Below the lease, so a task is stopped before another worker may take its deliveries.
-    soft_limit = settings.lease_seconds * 0.8
-    hard_limit = settings.lease_seconds * 0.9
     transport_options: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout_seconds,
         "socket_connect_timeout": 3,
@@ -73,8 +75,10 @@ def make_app() -> Celery:
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
-        task_soft_time_limit=soft_limit,
-        task_time_limit=hard_limit,
+        # A deliver task only hands work to the process's pump; requests are bounded by the
+        # HTTP timeouts and their leases by the pump's heartbeat, not by these.
+        task_soft_time_limit=TASK_SOFT_TIME_LIMIT_SECONDS,
+        task_time_limit=TASK_TIME_LIMIT_SECONDS,
         # Flower needs events; they carry task names and args (vendor, ids), never payloads.
         # No "task-sent" events: they would double every producer's publishes, and Flower
         # shows a task from its "received" event on.
@@ -112,6 +116,14 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     reset_engine()
     for name in vendor_names():
         get_vendor(name)  # registers every vendor's secrets for redaction before any log line
+
+
+def _finish_in_flight(**_: Any) -> None:
+    # Warm shutdown (SIGTERM): requests already sent finish and are recorded before the
+    # child exits, so nothing is left claimed and nothing is sent twice.
+    from eventrelay.worker.engine.pump import drain_pump
+
+    drain_pump()
 
 
 def _eventrelay_logging(**_: Any) -> None:

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, delete, select, true, tuple_, update
@@ -24,12 +24,13 @@ from eventrelay.models.delivery import DELIVERIES, DeliveryStatus, Lane
 from eventrelay.models.idempotency import IDEMPOTENCY_KEYS
 from eventrelay.models.session import get_engine
 from eventrelay.worker.config import Settings, get_settings, is_redis_url
+from eventrelay.worker.engine.retry import RetryPolicy
 from eventrelay.worker.engine.state import recover_expired_leases
 from eventrelay.worker.fleet import breaker, keys
 from eventrelay.worker.fleet.queues import vendor_queues
 from eventrelay.worker.producer.outbox import mark_unpublished
 from eventrelay.worker.producer.publish import publish_many
-from eventrelay.worker.vendors import vendor_names
+from eventrelay.worker.vendors import get_vendor, vendor_names
 
 log = logging.getLogger("eventrelay.scheduler")
 
@@ -38,7 +39,10 @@ K = IDEMPOTENCY_KEYS
 
 DISPATCH_LIMIT_PER_TICK = 5000
 # A pending delivery whose vendor queues are empty, published this long ago, lost its message.
-ORPHAN_AFTER_SECONDS = 30.0
+# Short, because a worker killed while it pumped a vendor leaves rows that got no message of
+# their own (the doorbell it held kept producers from publishing): they must go out again
+# within seconds (README, "Guarantees").
+ORPHAN_AFTER_SECONDS = 5.0
 CLEANUP_EVERY_SECONDS = 60.0
 # kombu's Redis transport keeps one list per priority step next to the queue's own.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
@@ -150,6 +154,10 @@ class Scheduler:
         self._last_cleanup = 0.0
         self.stop_event = threading.Event()
 
+    def _budget_spent(self, vendor: str, attempt: int, window_started_at: datetime) -> str | None:
+        policy = RetryPolicy.for_vendor(get_vendor(vendor), self.settings)
+        return policy.give_up_reason(attempt, window_started_at, utcnow())
+
     def _gated_vendors(self) -> set[str]:
         url = self.settings.effective_redis_url
         if not url:
@@ -167,7 +175,7 @@ class Scheduler:
         summary = TickSummary()
         engine = get_engine()
         with engine.begin() as conn:
-            summary.recovered = len(recover_expired_leases(conn))
+            summary.recovered = len(recover_expired_leases(conn, give_up=self._budget_spent))
         summary.broker_reset = _broker_was_reset(self.settings.broker_url)
         depths = queue_depths(self.settings.broker_url) or {}
         orphaned = {

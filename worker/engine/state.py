@@ -10,13 +10,14 @@ finishes after its lease was taken over (a zombie) changes nothing.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, tuple_, update
 
 from eventrelay.models.base import utcnow
 from eventrelay.models.delivery import (
@@ -26,6 +27,8 @@ from eventrelay.models.delivery import (
     DeliveryStatus,
     Lane,
 )
+
+log = logging.getLogger("eventrelay.worker")
 
 D = DELIVERIES
 A = ATTEMPTS
@@ -78,20 +81,48 @@ def claim(
 ) -> list[Claimed]:
     """Atomically take the due, pending deliveries among `ids` (one conditional UPDATE).
 
-    With `top_up`, also take up to that many other due deliveries of the vendor's fresh lane
-    (see worker.doorbell), skipping rows another worker is claiming right now.
+    With `top_up`, also take up to that many other due deliveries of the vendor, the fresh lane
+    first (fresh work never waits behind retries and replays), skipping rows another worker is
+    claiming right now.
     """
-    if not ids and not top_up:
+    claimed = _claim(conn, vendor, ids, lease_seconds, top_up, Lane.FRESH) if ids or top_up else []
+    if top_up and len(claimed) < top_up + len(ids):
+        claimed += _claim(conn, vendor, [], lease_seconds, top_up - len(claimed), Lane.RETRY)
+    order = {i: n for n, i in enumerate(ids)}  # the message's own ids first
+    return sorted(claimed, key=lambda c: order.get(c.id, len(order)))
+
+
+def lease_expiry(conn: Connection, lease_seconds: float) -> Any:
+    """When a lease taken now ends, by the database's clock: hosts' clocks may disagree, and
+    a skewed worker must never see another's lease as expired early."""
+    if conn.dialect.name == "postgresql":
+        return func.now() + timedelta(seconds=lease_seconds)
+    return utcnow() + timedelta(seconds=lease_seconds)  # SQLite: one host, one clock
+
+
+def db_now(conn: Connection) -> Any:
+    return func.now() if conn.dialect.name == "postgresql" else utcnow()
+
+
+def _claim(
+    conn: Connection,
+    vendor: str,
+    ids: Sequence[uuid.UUID],
+    lease_seconds: float,
+    top_up: int,
+    lane: Lane,
+) -> list[Claimed]:
+    if top_up <= 0 and not ids:
         return []
     now = utcnow()
-    wanted: ColumnElement[bool] = D.c.id.in_(ids)
-    if top_up:
+    wanted: ColumnElement[bool] | None = D.c.id.in_(ids) if ids else None
+    if top_up > 0:
         extra = (
             select(D.c.id)
             .where(
                 D.c.vendor == vendor,
                 D.c.status == DeliveryStatus.PENDING,
-                D.c.lane == Lane.FRESH,
+                D.c.lane == lane,
                 D.c.next_attempt_at <= now,
             )
             .order_by(D.c.next_attempt_at)
@@ -99,11 +130,9 @@ def claim(
         )
         if conn.dialect.name == "postgresql":
             extra = extra.with_for_update(skip_locked=True)
-        wanted = (
-            or_(wanted, D.c.id.in_(extra.scalar_subquery()))
-            if ids
-            else D.c.id.in_(extra.scalar_subquery())
-        )
+        more = D.c.id.in_(extra.scalar_subquery())
+        wanted = more if wanted is None else or_(wanted, more)
+    assert wanted is not None
     rows = conn.execute(
         update(D)
         .where(
@@ -115,7 +144,7 @@ def claim(
         .values(
             status=DeliveryStatus.DELIVERING,
             attempts=D.c.attempts + 1,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            lease_expires_at=lease_expiry(conn, lease_seconds),
             updated_at=now,
         )
         .returning(
@@ -130,8 +159,7 @@ def claim(
             D.c.lane,
         )
     ).all()
-    order = {i: n for n, i in enumerate(ids)}  # the message's own ids first
-    claimed = [
+    return [
         Claimed(
             id=r.id,
             vendor=r.vendor,
@@ -145,7 +173,26 @@ def claim(
         )
         for r in rows
     ]
-    return sorted(claimed, key=lambda c: order.get(c.id, len(order)))
+
+
+def renew_leases(
+    conn: Connection, held: Sequence[tuple[uuid.UUID, int]], lease_seconds: float
+) -> int:
+    """Extend the leases this worker still holds (its heartbeat); returns how many it holds.
+
+    A lease another worker took over (a different attempt number) is left alone.
+    """
+    if not held:
+        return 0
+    result = conn.execute(
+        update(D)
+        .where(
+            tuple_(D.c.id, D.c.attempts).in_(list(held)),
+            D.c.status == DeliveryStatus.DELIVERING,
+        )
+        .values(lease_expires_at=lease_expiry(conn, lease_seconds))
+    )
+    return int(result.rowcount or 0)
 
 
 def dependency_states(
@@ -183,11 +230,13 @@ def record(
     conn: Connection,
     outcomes: Sequence[Outcome],
     on_delivered: Callable[[Connection, Outcome], None] | None = None,
-    followed_operations: frozenset[str] | None = None,
+    follows: Callable[[Outcome], bool] | None = None,
 ) -> Recorded:
-    """Write a batch's outcomes, each a compare-and-set on (id, attempt).
+    """Write outcomes, each a compare-and-set on (id, attempt).
 
-    `on_delivered` runs for each delivery that really became delivered, in this transaction.
+    `on_delivered` runs for each delivery that really became delivered, in this transaction
+    (in a savepoint of its own: a failing hook is logged and costs nothing but its own
+    write). `follows(o)` says whether others may wait for that delivery (then they are woken).
     """
     now = utcnow()
     done = Recorded()
@@ -209,17 +258,31 @@ def record(
     woken_from = [
         o.claimed.id
         for o in done.applied
-        if o.kind is AttemptOutcome.DELIVERED
-        # Only operations that others wait for can have dependents (saves a query per batch).
-        and (followed_operations is None or o.claimed.operation in followed_operations)
+        if o.kind is AttemptOutcome.DELIVERED and (follows is None or follows(o))
     ]
     if on_delivered is not None:
         for o in done.applied:
             if o.kind is AttemptOutcome.DELIVERED:
-                on_delivered(conn, o)
+                _run_hook(conn, on_delivered, o)
     if woken_from:
         done.woken = wake_dependents(conn, woken_from, now)
     return done
+
+
+def _run_hook(conn: Connection, hook: Callable[[Connection, Outcome], None], o: Outcome) -> None:
+    # The vendor accepted the job: it is delivered whatever the hook does. A hook that fails
+    # (an answer of an unexpected shape) must not undo the batch's record, or every job in it
+    # would be sent again.
+    try:
+        with conn.begin_nested():
+            hook(conn, o)
+    except Exception:
+        log.exception(
+            "delivery %s (%s %s): recorded delivered; keeping what the vendor returned failed",
+            o.claimed.id,
+            o.claimed.vendor,
+            o.claimed.operation,
+        )
 
 
 def _finish_delivered(
@@ -314,43 +377,83 @@ def wake_dependents(
     return [(r.id, r.vendor, Lane(r.lane)) for r in rows]
 
 
-def recover_expired_leases(conn: Connection, limit: int = 1000) -> list[tuple[uuid.UUID, str, int]]:
-    """Take back deliveries whose worker vanished; each gets a `lost` attempt in its history."""
+def recover_expired_leases(
+    conn: Connection,
+    give_up: Callable[[str, int, datetime], str | None] | None = None,
+    limit: int = 1000,
+) -> list[tuple[uuid.UUID, str, int]]:
+    """Take back deliveries whose worker vanished; each gets a `lost` attempt in its history.
+
+    `give_up(vendor, attempt_in_window, window_started_at)` says why a delivery has spent its
+    retry budget: then it is dead-lettered instead of sent again (a payload that kills its
+    worker every time must not be re-sent forever). Returns what went back to pending.
+    """
     now = utcnow()
     expired = (
-        select(D.c.id)
-        .where(D.c.status == DeliveryStatus.DELIVERING, D.c.lease_expires_at < now)
+        select(D.c.id, D.c.vendor, D.c.attempts, D.c.window_started_at, D.c.window_base_attempts)
+        .where(D.c.status == DeliveryStatus.DELIVERING, D.c.lease_expires_at < db_now(conn))
         .limit(limit)
     )
     if conn.dialect.name == "postgresql":
         expired = expired.with_for_update(skip_locked=True)
-    rows = conn.execute(
-        update(D)
-        .where(D.c.id.in_(expired.scalar_subquery()), D.c.status == DeliveryStatus.DELIVERING)
-        .values(
-            status=DeliveryStatus.PENDING,
-            lease_expires_at=None,
-            next_attempt_at=now,
-            dispatched_at=None,
-            lane=Lane.RETRY,
-            updated_at=now,
-            reason="lease expired: the worker stopped before recording a result",
-        )
-        .returning(D.c.id, D.c.vendor, D.c.attempts)
-    ).all()
-    if rows:
+    rows = conn.execute(expired).all()
+    if not rows:
+        return []
+    reasons = {
+        r.id: why
+        for r in rows
+        if give_up is not None
+        and (why := give_up(r.vendor, r.attempts - r.window_base_attempts, r.window_started_at))
+    }
+    back = [r for r in rows if r.id not in reasons]
+    held = (D.c.status == DeliveryStatus.DELIVERING, D.c.lease_expires_at < db_now(conn))
+    if back:
         conn.execute(
-            insert(A),
-            [
-                {
-                    "delivery_id": r.id,
-                    "number": r.attempts,
-                    "outcome": AttemptOutcome.LOST,
-                    "started_at": now,
-                    "error_class": "LeaseExpired",
-                    "response_excerpt": "worker lost before it recorded a result",
-                }
-                for r in rows
-            ],
+            update(D)
+            .where(D.c.id.in_([r.id for r in back]), *held)
+            .values(
+                status=DeliveryStatus.PENDING,
+                lease_expires_at=None,
+                next_attempt_at=now,
+                dispatched_at=None,
+                lane=Lane.RETRY,
+                updated_at=now,
+                reason="lease expired: the worker stopped before recording a result",
+            )
         )
-    return [(r.id, r.vendor, r.attempts) for r in rows]
+    if reasons:
+        lost_before: dict[uuid.UUID, int] = dict(
+            conn.execute(
+                select(A.c.delivery_id, func.count())
+                .where(A.c.delivery_id.in_(list(reasons)), A.c.outcome == AttemptOutcome.LOST)
+                .group_by(A.c.delivery_id)
+            ).all()
+        )
+        for delivery_id, why in reasons.items():
+            times = int(lost_before.get(delivery_id, 0)) + 1
+            conn.execute(
+                update(D)
+                .where(D.c.id == delivery_id, *held)
+                .values(
+                    status=DeliveryStatus.DEAD,
+                    lease_expires_at=None,
+                    finished_at=now,
+                    updated_at=now,
+                    reason=f"worker lost {times} times before recording a result; {why}",
+                )
+            )
+    conn.execute(
+        insert(A),
+        [
+            {
+                "delivery_id": r.id,
+                "number": r.attempts,
+                "outcome": AttemptOutcome.LOST,
+                "started_at": now,
+                "error_class": "LeaseExpired",
+                "response_excerpt": "worker lost before it recorded a result",
+            }
+            for r in rows
+        ],
+    )
+    return [(r.id, r.vendor, r.attempts) for r in back]

@@ -10,12 +10,7 @@ from celery import shared_task
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
-from eventrelay.models.delivery import Lane
-from eventrelay.worker.config import get_settings
-from eventrelay.worker.engine.batch import best_effort, process_batch
-from eventrelay.worker.fleet import doorbell
-from eventrelay.worker.fleet.queues import TASK_NAME_DELIVER, TASK_NAME_INGEST, queue_name
-from eventrelay.worker.producer.publish import chunked, publish, publish_many
+from eventrelay.worker.fleet.queues import TASK_NAME_DELIVER, TASK_NAME_INGEST
 
 log = logging.getLogger("eventrelay.worker")
 
@@ -46,7 +41,9 @@ def decode_ids(raw: Any) -> list[uuid.UUID] | None:
 def deliver(
     self: Any, vendor: Any = None, delivery_ids: Any = None, *args: Any, **kwargs: Any
 ) -> dict[str, Any]:
-    """Deliver some of `vendor`'s deliveries. The message carries ids only, never payloads."""
+    """Tell this process's pump that `vendor` has due deliveries. The message carries ids only,
+    never payloads; the pump claims due work itself (its own ids and any other due rows)."""
+    from eventrelay.worker.engine.pump import get_pump
     from eventrelay.worker.vendors import VENDOR_CLASSES
 
     ids = decode_ids(delivery_ids)
@@ -56,28 +53,17 @@ def deliver(
             "dropping malformed deliver message (vendor=%r, ids=%.100r)", vendor, delivery_ids
         )
         return {"dropped": "malformed message"}
-    settings = get_settings()
-    fresh = (self.request.delivery_info or {}).get("routing_key") == queue_name(vendor, Lane.FRESH)
-    redis_url = settings.effective_redis_url
-    if fresh and redis_url:
-        best_effort("answer the doorbell", doorbell.answer, vendor, redis_url)
-    size = settings.batch_size
-    totals: dict[str, Any] = {"vendor": vendor}
-    summary = None
-    for chunk in chunked(ids, size):
-        summary = process_batch(vendor, chunk, top_up=fresh)
-        if summary.woken:
-            publish_many(summary.woken)
-        for key, value in summary.as_dict().items():
-            if isinstance(value, list):
-                totals[key] = totals.get(key, []) + value
-            elif key != "vendor":
-                totals[key] = totals.get(key, 0) + value
-    # A full topped-up batch: more fresh deliveries are due than one batch holds; keep draining.
-    more_due = summary is not None and summary.batch_full and redis_url
-    if more_due and best_effort("ring the doorbell", doorbell.ring, vendor, redis_url):
-        publish(vendor, Lane.FRESH, [])
-    return totals
+    pump = get_pump()
+    claimed = pump.offer(vendor)
+    # Shown by Flower: what the claim this message caused took (its own ids and topped-up
+    # ones), and how busy the process is. Outcomes are in `eventrelay show` and the logs.
+    return {
+        "vendor": vendor,
+        "offered": len(ids),
+        "claimed": len(claimed),
+        "delivery_ids": claimed,
+        **pump.stats(),
+    }
 
 
 @shared_task(name=TASK_NAME_INGEST, ignore_result=True)

@@ -29,3 +29,12 @@ def ring(vendor: str, redis_url: str) -> bool:
 def answer(vendor: str, redis_url: str) -> None:
     """A worker has started on the vendor's message: the next producer must ring again."""
     get_redis(redis_url).delete(keys.doorbell(vendor))
+
+
+def keep_rung(vendor: str, redis_url: str) -> None:
+    """A worker is pumping the vendor's due work: producers need not publish meanwhile.
+
+    Expires by itself, so a killed worker holds producers back for RING_SECONDS at most (the
+    scheduler's orphan sweep sends what they enqueued in that window).
+    """
+    get_redis(redis_url).set(keys.doorbell(vendor), "1", px=int(RING_SECONDS * 1000))

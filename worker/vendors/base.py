@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import requests
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from requests.adapters import HTTPAdapter
 from sqlalchemy import Connection
@@ -45,6 +45,9 @@ class VendorSettings(BaseSettings):
     base_url: str | None = None
     # Requests per second for the whole fleet; None means unlimited.
     rate_limit: float | None = None
+    # Requests in flight to this vendor per worker process (some vendors limit concurrent
+    # connections); None: 3/4 of EVENTRELAY_MAX_IN_FLIGHT.
+    max_in_flight: int | None = Field(default=None, ge=1)
     max_attempts: int | None = None
     max_age_seconds: float | None = None
     backoff_base_seconds: float | None = None
@@ -264,25 +267,27 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
 
 # ---- the HTTP pipeline ----------------------------------------------------------------------
 
-_sessions: dict[int, requests.Session] = {}
-_sessions_lock = threading.Lock()
+_local = threading.local()
+# One Session per thread (requests does not document a Session as thread-safe), each with a
+# pool per vendor host; a thread sends one request at a time, so one connection per host is
+# all it can use and urllib3 never discards one as "pool is full".
+POOL_CONNECTIONS = 8
+POOL_MAXSIZE = 1
 
 
 def http_session() -> requests.Session:
-    """A keep-alive session per process (a forked child never reuses its parent's sockets)."""
+    """This thread's keep-alive Session (a forked child never reuses its parent's sockets)."""
     pid = os.getpid()
-    session = _sessions.get(pid)
-    if session is None:
-        with _sessions_lock:
-            session = _sessions.get(pid)
-            if session is None:
-                session = requests.Session()
-                adapter = HTTPAdapter(pool_connections=8, pool_maxsize=8, max_retries=0)
-                session.mount("https://", adapter)
-                session.mount("http://", adapter)
-                session.trust_env = False  # a job never picks a proxy from the environment
-                _sessions.clear()
-                _sessions[pid] = session
+    session: requests.Session | None = getattr(_local, "session", None)
+    if session is None or getattr(_local, "pid", None) != pid:
+        session = requests.Session()
+        adapter = HTTPAdapter(
+            pool_connections=POOL_CONNECTIONS, pool_maxsize=POOL_MAXSIZE, max_retries=0
+        )
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.trust_env = False  # a job never picks a proxy from the environment
+        _local.session, _local.pid = session, pid
     return session
 
 

@@ -1,0 +1,159 @@
+"""Many requests in flight per worker process: latency is hidden, one slow vendor does not
+hold the others back, outcomes land as answers arrive, leases follow the worker's life."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from eventrelay.models.delivery import Delivery
+from eventrelay.models.session import get_engine
+from eventrelay.worker.producer import enqueue_many
+from tests.integration import jobs
+from tests.support import start_scheduler, start_worker, wait_for
+
+pytestmark = pytest.mark.usefixtures("clean")
+
+
+def _vtcdn_jobs(n: int, tag: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "vendor": "vtcdn",
+            "operation": "send_event",
+            "payload": jobs.vtcdn_update(email=f"{tag}{i}@example.com", name=f"{tag}-{i}"),
+        }
+        for i in range(n)
+    ]
+
+
+def _gravityfield_jobs(n: int, tag: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "vendor": "gravityfield",
+            "operation": "send_event",
+            "payload": jobs.gravityfield_event(uid=f"{tag}-{i}"),
+        }
+        for i in range(n)
+    ]
+
+
+def _count(vendor: str, status: str) -> int:
+    with get_engine().connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.vendor == vendor, Delivery.status == status)
+            ).scalar_one()
+        )
+
+
+def _vendor_rate(mock_vendors: Any, vendor: str, tag: str) -> float:
+    """Deliveries per second the vendor saw for jobs tagged `tag` (first to last answer)."""
+    times = sorted(
+        r["ts"]
+        for r in mock_vendors.received(vendor)
+        if tag in str(r["body"]) and 200 <= r["status"] < 300
+    )
+    return (len(times) - 1) / max(1e-9, times[-1] - times[0])
+
+
+@pytest.fixture
+def worker(child_env: Any, logs_dir: Path, request: Any) -> Any:
+    procs = []
+
+    def start(**env: str) -> Any:
+        proc = start_worker(
+            child_env(**env), logs_dir / f"{request.node.name}-{len(procs)}.log", name="inflight"
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+def test_latency_is_hidden_by_many_requests_in_flight(worker: Any, mock_vendors: Any) -> None:
+    # 200 ms answers: one request at a time per process (2 processes) would take 40 s for 400.
+    mock_vendors.set_faults("vtcdn", latency_ms=200)
+    enqueue_many(_vtcdn_jobs(400, "hidden"))
+    started = time.monotonic()
+    worker()
+    wait_for(lambda: _count("vtcdn", "delivered") == 400, 60, what="400 deliveries")
+    elapsed = time.monotonic() - started
+    assert elapsed < 15, f"400 deliveries at 200 ms took {elapsed:.1f}s"
+    # Every answer was recorded, each attempt once.
+    assert len(mock_vendors.received("vtcdn")) == 400
+
+
+def test_a_vendor_answering_in_2s_costs_another_at_most_20_percent(
+    worker: Any, mock_vendors: Any
+) -> None:
+    worker()
+    enqueue_many(_vtcdn_jobs(1500, "alone"))
+    wait_for(lambda: _count("vtcdn", "delivered") == 1500, 90, what="the first vtcdn backlog")
+    alone = _vendor_rate(mock_vendors, "vtcdn", "alone")
+
+    mock_vendors.set_faults("gravityfield", latency_ms=2000)
+    enqueue_many(_gravityfield_jobs(1500, "slow"))
+    wait_for(lambda: _count("gravityfield", "delivering") > 50, 30, what="slow requests in flight")
+    enqueue_many(_vtcdn_jobs(1500, "beside"))
+    wait_for(lambda: _count("vtcdn", "delivered") == 3000, 90, what="the second vtcdn backlog")
+    # The slow vendor was still being sent to the whole time.
+    assert _count("gravityfield", "pending") + _count("gravityfield", "delivering") > 0
+    beside = _vendor_rate(mock_vendors, "vtcdn", "beside")
+    assert beside >= 0.8 * alone, f"vtcdn alone {alone:.0f}/s, beside a 2 s vendor {beside:.0f}/s"
+
+
+def test_outcomes_are_recorded_as_answers_arrive_not_at_the_end(
+    worker: Any, mock_vendors: Any
+) -> None:
+    # Half the requests are answered at once, half after 3 s: the fast half is recorded while
+    # the slow half is still in flight.
+    enqueue_many(_vtcdn_jobs(30, "fast"))
+    worker()
+    wait_for(lambda: _count("vtcdn", "delivered") == 30, 30, what="the fast jobs")
+    mock_vendors.set_faults("vtcdn", latency_ms=3000)
+    enqueue_many(_vtcdn_jobs(30, "slow"))
+    wait_for(lambda: _count("vtcdn", "delivering") == 30, 10, what="30 slow requests in flight")
+    mock_vendors.set_faults("vtcdn", latency_ms=0)
+    enqueue_many(_vtcdn_jobs(30, "quick"))
+    wait_for(lambda: _count("vtcdn", "delivered") == 60, 3, what="quick ones recorded first")
+    assert _count("vtcdn", "delivering") == 30  # the slow ones are still out
+    wait_for(lambda: _count("vtcdn", "delivered") == 90, 15, what="the slow ones")
+
+
+def test_a_live_workers_slow_request_keeps_its_lease(worker: Any, mock_vendors: Any) -> None:
+    # Leases of 2 s, answers after 6 s: the heartbeat renews them, so nobody takes them over.
+    mock_vendors.set_faults("vtcdn", latency_ms=6000)
+    enqueue_many(_vtcdn_jobs(10, "long"))
+    worker(EVENTRELAY_LEASE_SECONDS="2", EVENTRELAY_READ_TIMEOUT_SECONDS="10")
+    wait_for(lambda: _count("vtcdn", "delivered") == 10, 30, what="the long requests")
+    assert len(mock_vendors.received("vtcdn")) == 10  # each sent once
+
+
+def test_deliveries_of_a_killed_worker_go_out_again_within_15s(
+    worker: Any, mock_vendors: Any, child_env: Any, logs_dir: Path
+) -> None:
+    scheduler = start_scheduler(
+        child_env(EVENTRELAY_LEASE_SECONDS="10"), logs_dir / "inflight-scheduler.log"
+    )
+    try:
+        mock_vendors.set_faults("vtcdn", latency_ms=60_000)  # never answered while it lives
+        enqueue_many(_vtcdn_jobs(60, "killed"))
+        doomed = worker(EVENTRELAY_LEASE_SECONDS="10", EVENTRELAY_READ_TIMEOUT_SECONDS="90")
+        wait_for(lambda: _count("vtcdn", "delivering") == 60, 20, what="60 requests in flight")
+        doomed.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        mock_vendors.set_faults("vtcdn", latency_ms=0)
+        worker(EVENTRELAY_LEASE_SECONDS="10")
+        wait_for(lambda: _count("vtcdn", "delivered") == 60, 30, what="the killed worker's work")
+        assert time.monotonic() - killed_at <= 15
+    finally:
+        scheduler.stop()
