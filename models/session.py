@@ -36,16 +36,24 @@ def _database_url() -> str:
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine with the options eventrelay relies on."""
+    """Create an engine with the options eventrelay relies on.
+
+    `hide_parameters`: a failing statement's parameters are payloads (personal data); without
+    it SQLAlchemy writes them into the exception's text, and so into every log of it.
+    """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             # WAL lets the worker read while a producer writes; foreign keys are off by default.
+            # synchronous=FULL: with WAL, NORMAL may roll back committed transactions on power
+            # loss (SQLite's docs), and a job `enqueue` reported as stored must stay stored.
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA synchronous=FULL")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
@@ -53,7 +61,12 @@ def make_engine(url: str) -> Engine:
         return engine
     # pre_ping: a PostgreSQL restart costs one failed checkout, not a dead worker.
     return create_engine(
-        url, pool_pre_ping=_pre_ping, pool_size=5, max_overflow=5, pool_recycle=1800
+        url,
+        pool_pre_ping=_pre_ping,
+        pool_size=5,
+        max_overflow=5,
+        pool_recycle=1800,
+        hide_parameters=True,
     )
 
 

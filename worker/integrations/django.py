@@ -114,6 +114,8 @@ def _engine(using: str) -> Engine:
                 pool_reset_on_return=None,
                 # hstore lookup would need psycopg's own connection type; eventrelay has none.
                 use_native_hstore=False,
+                # A failing statement's parameters are payloads: keep them out of its error.
+                hide_parameters=True,
             )
             _engines[using] = engine
         return engine
