@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from eventrelay.models.delivery import Delivery
 from eventrelay.models.session import get_engine
 from eventrelay.worker.fleet import breaker
-from eventrelay.worker.producer import enqueue_many
+from eventrelay.worker.producer import enqueue, enqueue_many
 from tests.conftest import TEST_ENV
 from tests.integration import jobs
 from tests.integration.helpers import delivery
@@ -93,3 +93,28 @@ def test_sigterm_lets_in_flight_deliveries_finish_and_leaves_nothing_claimed(
     states = [str(delivery(r.delivery_id).status) for r in receipts]
     assert "delivered" in states and set(states) <= {"delivered", "pending"}
     assert len(mock_vendors.received("gravityfield")) == states.count("delivered")
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_wrong_gravityfield_token_parks_the_vendor_and_its_job_waits_not_dead(
+    mock_vendors: Any, logs_dir: Path, child_env: Any
+) -> None:
+    # Gravity Field answers a wrong token with 403 (the mock does too), not 401.
+    worker = start_worker(
+        child_env(GRAVITYFIELD_TOKEN="not-the-token"),
+        logs_dir / "wrong-token-worker.log",
+        concurrency=1,
+        queues="eventrelay.gravityfield,eventrelay.gravityfield.retry",
+        name="wrongtoken",
+    )
+    try:
+        receipt = enqueue("gravityfield", "send_event", jobs.gravityfield_event())
+        wait_for(lambda: breaker.state("gravityfield", URL) == "parked", 20, what="parking")
+        reason = breaker.parked_reason("gravityfield", URL) or ""
+        assert "credentials rejected (HTTP 403)" in reason and "GRAVITYFIELD_TOKEN" in reason
+        time.sleep(0.5)
+        row = delivery(receipt.delivery_id)
+        assert str(row.status) == "pending" and row.attempts == 0  # waits, spends nothing
+        assert [r["status"] for r in mock_vendors.received("gravityfield")] == [403]
+    finally:
+        worker.stop()

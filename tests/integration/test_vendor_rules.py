@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from eventrelay.worker.producer import enqueue, enqueue_many
+from tests.conftest import TEST_ENV
 from tests.integration import jobs
 from tests.integration.helpers import attempts, delivery, wait_status
 from tests.support import Proc, start_worker, wait_for
@@ -119,3 +121,32 @@ def test_rejected_credentials_park_the_vendor_until_resumed(mock_vendors: Any, c
         wait_status(r.delivery_id, "delivered")
     parked_attempt = attempts(receipts[0].delivery_id)
     assert [str(a.outcome) for a in parked_attempt][-1] == "delivered"
+
+
+@pytest.mark.usefixtures("clean", "pipeline")
+@pytest.mark.parametrize("producer_site_key", [None, "a-stale-copy-of-the-key"])
+def test_a_gravityfield_sec_is_never_stored_and_the_worker_sends_its_own_site_key(
+    mock_vendors: Any, cli: Any, child_env: Any, producer_site_key: str | None
+) -> None:
+    env = child_env()
+    env.pop("GRAVITYFIELD_SITE_KEY")  # producers usually lack it
+    if producer_site_key is not None:
+        env["GRAVITYFIELD_SITE_KEY"] = producer_site_key
+    payload = {**jobs.gravityfield_event(), "sec": TEST_ENV["GRAVITYFIELD_SITE_KEY"]}
+    receipt = json.loads(
+        cli(
+            "send",
+            "--vendor",
+            "gravityfield",
+            "--operation",
+            "send_event",
+            "--payload",
+            json.dumps(payload),
+            env=env,
+        ).stdout
+    )
+    delivery_id = uuid.UUID(receipt["delivery_id"])
+    assert delivery(delivery_id).payload == jobs.gravityfield_event()  # no sec stored
+    wait_status(delivery_id, "delivered")
+    [sent] = mock_vendors.received("gravityfield")
+    assert sent["body"]["sec"] == TEST_ENV["GRAVITYFIELD_SITE_KEY"]  # the worker's, at send time

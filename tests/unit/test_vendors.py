@@ -101,11 +101,25 @@ def test_gravityfield_fills_sec_from_the_site_key_and_uses_bearer_auth() -> None
     assert req.json_body["data"] == jobs.gravityfield_event()["data"]
 
 
-def test_gravityfield_keeps_a_jobs_own_sec() -> None:
+def test_gravityfield_sends_the_workers_site_key_even_if_a_stored_job_holds_a_sec() -> None:
     req = gravityfield().build_request(
-        "send_event", [{**jobs.gravityfield_event(), "sec": "other"}]
+        "send_event", [{**jobs.gravityfield_event(), "sec": "stored-before-the-fix"}]
     )
-    assert req.json_body["sec"] == "other"
+    assert req.json_body["sec"] == "site-key-1"
+
+
+@pytest.mark.parametrize("producer_site_key", [None, "site-key-1", "another-site-key"])
+def test_a_gravityfield_sec_is_never_stored_whatever_the_producers_environment(
+    producer_site_key: str | None,
+) -> None:
+    # Producers usually lack GRAVITYFIELD_SITE_KEY: the key a job carries is dropped all the same.
+    settings = GravityFieldSettings.model_construct(
+        site_key=None if producer_site_key is None else SecretStr(producer_site_key)
+    )
+    job = GravityField(settings).prepare(
+        "send_event", {**jobs.gravityfield_event(), "sec": "site-key-1"}, None
+    )
+    assert job.payload == jobs.gravityfield_event()
 
 
 def test_secrets_do_not_show_in_the_request_repr() -> None:
@@ -132,7 +146,8 @@ def test_secrets_do_not_show_in_the_request_repr() -> None:
         (infobip, 500, Verdict.RETRY),
         (gravityfield, 200, Verdict.DELIVERED),
         (gravityfield, 204, Verdict.DELIVERED),
-        (gravityfield, 403, Verdict.DEAD),
+        (gravityfield, 403, Verdict.CREDENTIALS),  # its answer to a wrong token: park
+        (gravityfield, 401, Verdict.CREDENTIALS),
         (gravityfield, 422, Verdict.DEAD),
         (gravityfield, 500, Verdict.RETRY),
         (botsi, 408, Verdict.RETRY),
@@ -145,6 +160,12 @@ def test_status_codes_are_classified_as_documented(
     vendor: Any, status: int, verdict: Verdict
 ) -> None:
     assert vendor().classify(status, None, {})[0] is verdict
+
+
+def test_a_gravityfield_403_parks_with_a_reason_naming_the_token_and_site_key() -> None:
+    verdict, reason = gravityfield().classify(403, {"error": "Forbidden"}, {})
+    assert verdict is Verdict.CREDENTIALS
+    assert "GRAVITYFIELD_TOKEN" in (reason or "") and "Forbidden" in (reason or "")
 
 
 def test_vtcdn_errors_become_the_dead_letter_reason() -> None:

@@ -1,21 +1,23 @@
 """Gravity Field: store events (add to cart, purchase ...).
 
 Docs: Gravity Field's public SDK API reference, "Store custom event" (`POST {base}/event`).
-- `Authorization: Bearer <token>`; `sec` is the site's key (GRAVITYFIELD_SITE_KEY), filled in
-  at send time when the job leaves it out, so the key is never stored with the job.
+- `Authorization: Bearer <token>`; `sec` is the site's key (GRAVITYFIELD_SITE_KEY). A job's
+  own `sec` is dropped at the door, whatever the producer's environment (producers usually
+  lack the key), and the worker's key is filled in at send time: no key is ever stored.
 - No production base URL is published: GRAVITYFIELD_BASE_URL must be set.
-- 200 and 204 are success; 403 and 422 are final; 5xx are retried.
+- 200 and 204 are success; 403 means the token (or `sec`) was refused and parks the vendor;
+  422 is final; 5xx are retried.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictStr
 from pydantic_settings import SettingsConfigDict
 
-from eventrelay.worker.vendors.base import OutboundRequest, Vendor, VendorSettings
+from eventrelay.worker.vendors.base import OutboundRequest, Vendor, VendorSettings, Verdict
 
 
 class GravityFieldSettings(VendorSettings):
@@ -54,17 +56,13 @@ class GravityField(Vendor):
     settings_class = GravityFieldSettings
 
     def normalize(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
-        site_key = self.settings.site_key  # type: ignore[attr-defined]
-        if site_key is not None and payload.get("sec") == site_key.get_secret_value():
-            # Same as the configured key: drop it so the key is not stored; refilled at send.
-            return {k: v for k, v in payload.items() if k != "sec"}
-        return payload
+        # `sec` is a secret: never stored, whatever it holds; build_request fills it in.
+        return {k: v for k, v in payload.items() if k != "sec"}
 
     def build_request(self, operation: str, payloads: Sequence[dict[str, Any]]) -> OutboundRequest:
         (job,) = payloads
-        body = dict(job)
-        if not body.get("sec"):
-            body = {"sec": self.require("site_key"), **body}
+        # The worker's key, always: a `sec` in a row stored before it was dropped is ignored.
+        body = {"sec": self.require("site_key"), **{k: v for k, v in job.items() if k != "sec"}}
         return OutboundRequest(
             method="POST",
             url=self.base_url() + "/event",
@@ -74,3 +72,17 @@ class GravityField(Vendor):
             },
             json_body=body,
         )
+
+    def classify(
+        self, status: int, body: Any, headers: Mapping[str, str]
+    ) -> tuple[Verdict, str | None]:
+        # Gravity Field's API reference lists no 401: a wrong token (or `sec`) is answered 403,
+        # wrong for every job alike. Parking keeps the jobs until the key is fixed, where
+        # dead-lettering would lose every one of them.
+        if status == 403:
+            return (
+                Verdict.CREDENTIALS,
+                f"credentials rejected (HTTP 403): {self.reason_from(body)}; check "
+                f"{self.env_name('token')} and {self.env_name('site_key')}",
+            )
+        return super().classify(status, body, headers)
