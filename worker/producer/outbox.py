@@ -189,15 +189,21 @@ def _existing(
 def _dependencies(
     conn: Connection, jobs: Sequence[PreparedJob], fresh: Sequence[int], ids: Sequence[uuid.UUID]
 ) -> dict[int, uuid.UUID]:
-    """For jobs that must follow another operation of the same user, what they wait for."""
-    depends: dict[int, uuid.UUID] = {}
-    latest_in_call: dict[tuple[str, str, str], uuid.UUID] = {}
+    """For jobs that must follow another operation of the same user, what they wait for.
+
+    A job needs *a* delivered one of the user's followed deliveries (Botsi: a profile), not the
+    latest: once any is delivered it waits for nothing. Otherwise it waits for the latest one
+    still on its way (in this call, or pending/delivering); if every one is dead, for the latest
+    dead one, so the worker dead-letters the job with that reason.
+    """
     wanted: dict[tuple[str, str], set[str]] = {}
     for i in fresh:
         job = jobs[i]
         if job.user_ref and job.follows_operation:
             wanted.setdefault((job.vendor, job.follows_operation), set()).add(job.user_ref)
-    latest_stored: dict[tuple[str, str, str], tuple[uuid.UUID, str]] = {}
+    delivered: set[tuple[str, str, str]] = set()
+    on_its_way: dict[tuple[str, str, str], uuid.UUID] = {}
+    dead: dict[tuple[str, str, str], uuid.UUID] = {}
     for (vendor, operation), users in wanted.items():
         rows = conn.execute(
             select(D.c.id, D.c.user_ref, D.c.status)
@@ -209,19 +215,26 @@ def _dependencies(
             )
             .order_by(D.c.created_at, D.c.id)
         )
-        for r in rows:  # ascending: the last one seen is the latest
-            latest_stored[(vendor, operation, r.user_ref)] = (r.id, r.status)
+        for r in rows:  # ascending: the last one seen of each kind is the latest
+            key = (vendor, operation, r.user_ref)
+            if r.status == DeliveryStatus.DELIVERED:
+                delivered.add(key)
+            elif r.status == DeliveryStatus.DEAD:
+                dead[key] = r.id
+            else:
+                on_its_way[key] = r.id
+    depends: dict[int, uuid.UUID] = {}
     for i in fresh:
         job = jobs[i]
-        if job.user_ref:
-            latest_in_call[(job.vendor, job.operation, job.user_ref)] = ids[i]
         if job.user_ref and job.follows_operation:
             key = (job.vendor, job.follows_operation, job.user_ref)
-            in_call = latest_in_call.get(key)
-            if in_call is not None:
-                depends[i] = in_call
-            elif key in latest_stored and latest_stored[key][1] != DeliveryStatus.DELIVERED:
-                depends[i] = latest_stored[key][0]
+            if key not in delivered:
+                waits_for = on_its_way.get(key) or dead.get(key)
+                if waits_for is not None:
+                    depends[i] = waits_for
+        if job.user_ref:
+            # Later jobs of this call wait for this one: it is the latest on its way.
+            on_its_way[(job.vendor, job.operation, job.user_ref)] = ids[i]
     return depends
 
 
