@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, tuple_, update
 
 from eventrelay.models.base import new_id, utcnow
 from eventrelay.models.delivery import DELIVERIES, DeliveryStatus, Lane
@@ -64,8 +64,8 @@ def record_jobs(
     for i, job in enumerate(jobs):
         if job.idempotency_key is not None:
             owners.setdefault((job.vendor, job.idempotency_key), i)
-    ttl = timedelta(seconds=settings.idempotency_ttl_seconds)
-    won = _claim_keys(conn, {k: ids[i] for k, i in owners.items()}, now, now + ttl)
+    expires = now + timedelta(seconds=settings.idempotency_ttl_seconds)
+    won = _claim_keys(conn, {k: (ids[i], expires) for k, i in owners.items()}, now)
     existing = _existing(conn, [k for k in owners if k not in won])
     for i, job in enumerate(jobs):
         if job.idempotency_key is None:
@@ -100,9 +100,15 @@ def record_jobs(
                 suppressed[i] = f"suppressed: {jobs[i].vendor} allows one per {window:g}s window"
             else:
                 throttles[tkey] = (i, window)
+    # All in one sorted claim, like the idempotency keys: claimed one by one in the jobs'
+    # order, two producers with the same users in another order would deadlock.
+    got = _claim_keys(
+        conn,
+        {t: (ids[i], now + timedelta(seconds=window)) for t, (i, window) in throttles.items()},
+        now,
+    )
     for tkey, (i, window) in throttles.items():
-        got = _claim_keys(conn, {tkey: ids[i]}, now, now + timedelta(seconds=window))
-        if not got:
+        if tkey not in got:
             suppressed[i] = f"suppressed: {jobs[i].vendor} allows one per {window:g}s window"
 
     # 3. Ordering: a job that must follow another of the same user's waits for it.
@@ -146,15 +152,18 @@ def record_jobs(
 
 
 def _claim_keys(
-    conn: Connection, keys: Mapping[tuple[str, str], uuid.UUID], now: datetime, expires: datetime
+    conn: Connection,
+    keys: Mapping[tuple[str, str], tuple[uuid.UUID, datetime]],
+    now: datetime,
 ) -> set[tuple[str, str]]:
-    """Insert keys, or take over expired ones; returns the keys this call now owns."""
+    """Insert keys (each with its delivery and expiry), or take over expired ones; returns the
+    keys this call now owns."""
     if not keys:
         return set()
     # Sorted, so concurrent producers lock rows in the same order (no deadlocks).
     rows = [
         {"vendor": v, "key": k, "delivery_id": d, "created_at": now, "expires_at": expires}
-        for (v, k), d in sorted(keys.items())
+        for (v, k), (d, expires) in sorted(keys.items())
     ]
     stmt = dialect_insert(conn, K)
     stmt = stmt.on_conflict_do_update(
@@ -245,3 +254,21 @@ def mark_unpublished(conn: Connection, ids: Sequence[uuid.UUID]) -> None:
         .where(D.c.id.in_(ids), D.c.status == DeliveryStatus.PENDING)
         .values(dispatched_at=None)
     )
+
+
+def purge_expired_keys(conn: Connection, limit: int = 10_000) -> int:
+    """Delete up to `limit` expired idempotency and throttle keys; returns how many.
+
+    Safe against a producer taking a key over meanwhile. On PostgreSQL a DELETE that waited for
+    such a producer's row re-checks only its own WHERE on the new row version, not the
+    `IN (SELECT ... LIMIT)` that chose the row: so the expiry is repeated outside, and rows a
+    producer holds are skipped (SKIP LOCKED) instead of waited for.
+    """
+    now = utcnow()
+    expired = select(K.c.vendor, K.c.key).where(K.c.expires_at < now).limit(limit)
+    if conn.dialect.name == "postgresql":
+        expired = expired.with_for_update(skip_locked=True)
+    result = conn.execute(
+        delete(K).where(tuple_(K.c.vendor, K.c.key).in_(expired), K.c.expires_at < now)
+    )
+    return int(result.rowcount or 0)
