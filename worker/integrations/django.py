@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.db import connections, transaction
 
-from eventrelay.worker.errors import ConfigurationError
+from eventrelay.worker.errors import ConfigurationError, InvalidJob
 from eventrelay.worker.integrations import job_dict, prepare_jobs
 
 if TYPE_CHECKING:
@@ -147,15 +147,23 @@ def enqueue_many(jobs: Iterable[Mapping[str, Any]], using: str = "default") -> l
     if not prepared:
         return []
     connection = _django_connection(using)
+    refused: InvalidJob | None = None
     # savepoint=False: a failure marks the caller's block for rollback, as Django's own
     # multi-statement saves do; outside any block this is the transaction and commits here.
     with transaction.atomic(using=using, savepoint=False):
         # The same TransactionManagementError Django's ORM raises after an error in the block.
         connection.validate_no_broken_transaction()
         with _engine(using).connect() as conn:
-            receipts, to_publish = record_jobs(conn, prepared)
-        if to_publish:
+            try:
+                receipts, to_publish = record_jobs(conn, prepared)
+            except InvalidJob as exc:
+                # record_jobs took back what it wrote: the app's transaction is intact, so the
+                # refusal is raised outside the block, which would otherwise be marked broken.
+                refused = exc
+        if refused is None and to_publish:
             transaction.on_commit(functools.partial(publish_after_commit, to_publish), using=using)
+    if refused is not None:
+        raise refused
     return receipts
 
 

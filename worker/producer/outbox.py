@@ -6,20 +6,23 @@ Once that transaction commits, the job is durable whatever happens to the broker
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy import Connection, delete, insert, select, tuple_, update
+from sqlalchemy import Connection, Text, cast, delete, insert, select, tuple_, update
 
 from eventrelay.models.base import new_id, utcnow
 from eventrelay.models.delivery import DELIVERIES, DeliveryStatus, Lane
 from eventrelay.models.idempotency import IDEMPOTENCY_KEYS
 from eventrelay.models.sql import dialect_insert
 from eventrelay.worker.config import Settings, get_settings
+from eventrelay.worker.errors import FieldError, InvalidJob
 from eventrelay.worker.producer.validate import THROTTLE_PREFIX
+from eventrelay.worker.vendors import get_vendor
 from eventrelay.worker.vendors.base import PreparedJob
 
 D = DELIVERIES
@@ -75,18 +78,24 @@ def record_jobs(
         if key in won and owner == i:
             continue
         if key in won:  # the same key twice in this call: the first one stands
+            first = jobs[owner]
+            if _key_was_given(job) and (first.operation, first.payload) != _job(job):
+                _refuse_reused_key(conn, won, job, i, f"by job #{owner} of this call")
             receipts[i] = Receipt(
                 ids[owner], job.vendor, job.operation, True, DeliveryStatus.PENDING
             )
-        else:
-            delivery_id, status = existing.get(key, (None, None))
-            receipts[i] = Receipt(
-                delivery_id or uuid.UUID(int=0),
-                job.vendor,
-                job.operation,
-                True,
-                str(status) if status else "purged",
-            )
+            continue
+        stored = existing.get(key)
+        # A key whose delivery is gone (purged) can no longer be compared: a duplicate.
+        if stored and stored.job and stored.job != _job(job) and _key_was_given(job):
+            _refuse_reused_key(conn, won, job, i, f"by delivery {stored.delivery_id}")
+        receipts[i] = Receipt(
+            stored.delivery_id if stored else uuid.UUID(int=0),
+            job.vendor,
+            job.operation,
+            True,
+            str(stored.status) if stored and stored.status else "purged",
+        )
 
     # 2. Throttle windows (vtcdn email opens): later jobs in a window are suppressed.
     fresh = [i for i in range(len(jobs)) if receipts[i] is None]
@@ -179,20 +188,60 @@ def _claim_keys(
     return {(r.vendor, r.key) for r in conn.execute(stmt, rows)}
 
 
-def _existing(
-    conn: Connection, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[uuid.UUID, str | None]]:
-    found: dict[tuple[str, str], tuple[uuid.UUID, str | None]] = {}
+@dataclass(frozen=True)
+class _Stored:
+    """What a key already taken points at; `job` and `status` are None if its delivery is gone."""
+
+    delivery_id: uuid.UUID
+    status: str | None
+    job: tuple[str, Any] | None  # (operation, payload)
+
+
+def _existing(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], _Stored]:
+    found: dict[tuple[str, str], _Stored] = {}
     for vendor in {v for v, _ in keys}:
         names = [k for v, k in keys if v == vendor]
         rows = conn.execute(
-            select(K.c.key, K.c.delivery_id, D.c.status)
+            # The payload as JSON text, parsed here: a Django connection loads JSON its own way.
+            select(K.c.key, K.c.delivery_id, D.c.status, D.c.operation, cast(D.c.payload, Text))
             .select_from(K.outerjoin(D, D.c.id == K.c.delivery_id))
             .where(K.c.vendor == vendor, K.c.key.in_(names))
         )
-        for r in rows:
-            found[(vendor, r.key)] = (r.delivery_id, r.status)
+        for key, delivery_id, status, operation, payload in rows:
+            job = (operation, json.loads(payload)) if operation is not None else None
+            found[(vendor, key)] = _Stored(delivery_id, status, job)
     return found
+
+
+def _job(job: PreparedJob) -> tuple[str, Any]:
+    return (job.operation, job.payload)
+
+
+def _key_was_given(job: PreparedJob) -> bool:
+    """True if the job's key is the producer's own, not one a vendor rule derives (those are the
+    vendor's dedup rule: a different job under them is a duplicate, not a mistake)."""
+    derived = get_vendor(job.vendor).idempotency_key(job.operation, job.payload, None)
+    return job.idempotency_key != derived
+
+
+def _refuse_reused_key(
+    conn: Connection, won: set[tuple[str, str]], job: PreparedJob, index: int, used: str
+) -> NoReturn:
+    """Refuse the call, taking back the keys it claimed: nothing of it stays in the caller's
+    transaction, which goes on as if the call had not been made."""
+    if won:
+        conn.execute(delete(K).where(tuple_(K.c.vendor, K.c.key).in_(sorted(won))))
+    raise InvalidJob(
+        [
+            FieldError(
+                "idempotency_key",
+                f"{job.idempotency_key!r} was used for a different job ({used}, with another "
+                "operation or payload); send that same job to get its receipt, or give this "
+                "job a new key",
+            )
+        ],
+        index,
+    )
 
 
 def _dependencies(
