@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Select, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -26,3 +26,19 @@ def insert_ignore(
         conn.execute(
             dialect_insert(conn, table).on_conflict_do_nothing(index_elements=conflict), rows
         )
+
+
+def pick_locked(conn: Connection, query: Select[Any], name: str = "picked") -> Select[Any]:
+    """The rows `query` picks (a SELECT of ids with a LIMIT), evaluated once and, on
+    PostgreSQL, locked with SKIP LOCKED: use as `column.in_(pick_locked(...))`.
+
+    Why not a plain `IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`: PostgreSQL may rescan
+    that subquery for each row the outer UPDATE visits, and every rescan skips the rows the
+    statement itself has just locked, so it picks new ones: measured here, a claim limited to
+    2 rows took all 21 due rows. A MATERIALIZED CTE is evaluated exactly once.
+    """
+    if conn.dialect.name != "postgresql":
+        return query
+    picked = query.with_for_update(skip_locked=True).cte(name)
+    picked = picked.prefix_with("MATERIALIZED", dialect="postgresql")
+    return select(*picked.c)

@@ -185,8 +185,9 @@ def test_fresh_events_are_not_stuck_behind_a_large_replay(
     with get_engine().begin() as conn:  # 200 dead letters, as after a long vendor outage
         conn.execute(update(Delivery).values(status="dead", reason="outage", finished_at=utcnow()))
     mock_vendors.set_faults("vtcdn", latency_ms=40)
+    # Few slots, so the replay takes a while (200 × 40 ms over 3 requests in flight ≈ 3 s).
     worker = start_worker(
-        child_env(),
+        child_env(EVENTRELAY_MAX_IN_FLIGHT="4"),
         logs_dir / "lanes-worker.log",
         concurrency=1,
         queues="eventrelay.vtcdn,eventrelay.vtcdn.retry",

@@ -75,6 +75,9 @@ class SentGroup:
     health_dirty: bool = False
     # Stop claiming for this vendor for a while (parked, config missing, limiter saturated).
     pause_seconds: float = 0.0
+    # The vendor answered with success / failed to (a retryable failure or refused key).
+    succeeded: bool = False
+    failed: bool = False
 
 
 def claim_limit(vendor: Vendor, free_slots: int) -> int:
@@ -184,6 +187,7 @@ def send_group(
         reason = result.reason or "credentials rejected"
         out.outcomes = [_outcome(c, AttemptOutcome.PARKED, result, started, policy) for c in group]
         out.pause_seconds = breaker.PARKED_RECHECK_SECONDS
+        out.failed = True
         if redis_url:
             best_effort("park the vendor", breaker.park, vendor.name, reason, redis_url)
         log.error(
@@ -195,6 +199,8 @@ def send_group(
         )
         return out
     out.outcomes = [_outcome(c, _kind(result), result, started, policy) for c in group]
+    out.succeeded = result.verdict in (Verdict.DELIVERED, Verdict.DEAD)  # the vendor is up
+    out.failed = result.verdict is Verdict.RETRY
     if result.verdict is not Verdict.DELIVERED or health_dirty:
         best_effort("track vendor health", _track_vendor_health, vendor.name, result, redis_url)
         out.health_dirty = result.verdict is not Verdict.DELIVERED

@@ -32,6 +32,7 @@ bounded by the HTTP connect and read timeouts.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -83,6 +84,7 @@ class _VendorState:
     blocked_until: float = 0.0  # monotonic; the gate said wait
     dirty: bool = False  # the fleet's failure count may be non-zero: a success resets it
     gate_open_until: float = 0.0  # monotonic; the gate was open and nothing failed since
+    window: int = 1  # requests it may have in flight now (slow start, see Pump._room)
     claimed_for: list[threading.Event] = field(default_factory=list)
     last_claimed: list[str] = field(default_factory=list)
 
@@ -125,7 +127,7 @@ class Pump:
             st.demand = True
             st.offers += 1
             st.blocked_until = 0.0  # news for the vendor: look at its gate again
-            if st.inflight >= self.vendor_cap(vendor) or self._total >= self.max_in_flight:
+            if self._room(vendor, st) <= 0 or self._total >= self.max_in_flight:
                 wait_seconds = 0.0  # busy: no claim is coming soon, do not hold the message
             else:
                 st.claimed_for.append(claimed)
@@ -170,9 +172,21 @@ class Pump:
         return st
 
     def vendor_cap(self, vendor: str) -> int:
-        own = get_vendor(vendor).settings.max_in_flight
-        default = max(1, (self.max_in_flight * 3) // 4)
-        return max(1, min(self.max_in_flight, own if own else default))
+        """Slots one vendor may hold: its own setting, else 3/4 of the process's; for a
+        rate-limited vendor at most one second of its fleet-wide rate (more would only wait
+        for send slots, holding threads)."""
+        settings = get_vendor(vendor).settings
+        cap = settings.max_in_flight or max(1, (self.max_in_flight * 3) // 4)
+        if settings.rate_limit:
+            cap = min(cap, max(1, math.ceil(settings.rate_limit)))
+        return max(1, min(self.max_in_flight, cap))
+
+    def _room(self, vendor: str, st: _VendorState) -> int:
+        """Free slots for the vendor: its cap, narrowed by its window (slow start: a vendor
+        starts with one request in flight, doubling it with each answer and halving it with
+        each failure, so a cold start against a refused key or an outage sends one request,
+        not a burst)."""
+        return min(self.vendor_cap(vendor), st.window) - st.inflight
 
     def _pick(self) -> tuple[str, int, int] | None:
         """The vendor with demand and room that holds the fewest slots (max-min fairness)."""
@@ -188,7 +202,7 @@ class Pump:
         for name, st in self._vendors.items():
             if not st.demand or st.probing or st.blocked_until > now:
                 continue
-            if st.inflight >= self.vendor_cap(name):
+            if self._room(name, st) <= 0:
                 continue
             if best is None or st.inflight < best[0]:
                 best = (st.inflight, name)
@@ -196,7 +210,7 @@ class Pump:
             return None
         name = best[1]
         st = self._vendors[name]
-        return name, min(free, self.vendor_cap(name) - st.inflight), st.offers
+        return name, min(free, self._room(name, st)), st.offers
 
     def _dispatch_loop(self) -> None:
         while not self._stopped.is_set():
@@ -320,6 +334,10 @@ class Pump:
             with self._cond:
                 st = self._state(vendor_name)
                 st.dirty = sent.health_dirty
+                if sent.succeeded:
+                    st.window = min(self.vendor_cap(vendor_name), st.window * 2)
+                elif sent.failed:
+                    st.window = max(1, st.window // 2)
                 if st.dirty:
                     st.gate_open_until = 0.0
                 if sent.pause_seconds:

@@ -23,6 +23,7 @@ from eventrelay.models.base import utcnow
 from eventrelay.models.delivery import DELIVERIES, DeliveryStatus, Lane
 from eventrelay.models.idempotency import IDEMPOTENCY_KEYS
 from eventrelay.models.session import get_engine
+from eventrelay.models.sql import pick_locked
 from eventrelay.worker.config import Settings, get_settings, is_redis_url
 from eventrelay.worker.engine.retry import RetryPolicy
 from eventrelay.worker.engine.state import recover_expired_leases
@@ -130,11 +131,9 @@ def dispatch_due(
         )
         if blocked_vendors:
             due = due.where(D.c.vendor.not_in(blocked_vendors))
-        if conn.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
         rows = conn.execute(
             update(D)
-            .where(D.c.id.in_(due.scalar_subquery()), D.c.status == DeliveryStatus.PENDING)
+            .where(D.c.id.in_(pick_locked(conn, due)), D.c.status == DeliveryStatus.PENDING)
             .values(dispatched_at=now)
             .returning(D.c.id, D.c.vendor, D.c.lane)
         ).all()

@@ -27,6 +27,7 @@ from eventrelay.models.delivery import (
     DeliveryStatus,
     Lane,
 )
+from eventrelay.models.sql import pick_locked
 
 log = logging.getLogger("eventrelay.worker")
 
@@ -128,9 +129,7 @@ def _claim(
             .order_by(D.c.next_attempt_at)
             .limit(top_up)
         )
-        if conn.dialect.name == "postgresql":
-            extra = extra.with_for_update(skip_locked=True)
-        more = D.c.id.in_(extra.scalar_subquery())
+        more = D.c.id.in_(pick_locked(conn, extra))
         wanted = more if wanted is None else or_(wanted, more)
     assert wanted is not None
     rows = conn.execute(
