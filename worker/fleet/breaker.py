@@ -4,8 +4,11 @@ Breaker: after FAILURE_THRESHOLD retryable failures in a row the vendor is open 
 OPEN_SECONDS: its deliveries wait without spending attempts. Then one probe request is let
 through (half-open); success closes the breaker, failure opens it again.
 
-Parking: a 401 means our key is wrong for every job, so the vendor is parked until an operator
-runs `eventrelay vendors resume NAME` (after fixing the key).
+Parking: a 401 (Gravity Field: 403) means our key is wrong for every job, so the vendor is
+parked until an operator runs `eventrelay vendors resume NAME` (after fixing the key).
+
+Cooling: a 429 paused the vendor for its Retry-After (fleet/ratelimit.py `back_off`); it shows
+as its own state, with the seconds left, so that a paused vendor never reads "closed".
 """
 
 from __future__ import annotations
@@ -95,17 +98,34 @@ def parked_reason(vendor: str, redis_url: str) -> str | None:
     return str(json.loads(raw).get("reason")) if raw else None
 
 
-def state(vendor: str, redis_url: str) -> str:
-    """closed / open / half-open / parked, for `status` and metrics."""
+@dataclass(frozen=True)
+class Health:
+    """What `status`, `vendors list` and the metrics show of a vendor's gate."""
+
+    state: str  # closed / open / half-open / cooling / parked
+    cooling_seconds_left: float | None = None  # set while cooling
+    parked_reason: str | None = None  # set while parked
+
+
+def health(vendor: str, redis_url: str) -> Health:
+    """The vendor's state, read in one round trip; the order of precedence is check()'s."""
     pipe = get_redis(redis_url).pipeline()
-    pipe.exists(keys.parked(vendor))
+    pipe.get(keys.parked(vendor))
     pipe.pttl(keys.breaker_open(vendor))
     pipe.get(keys.breaker_failures(vendor))
-    parked, open_ms, failures = pipe.execute()
+    pipe.pttl(keys.cooldown(vendor))
+    parked, open_ms, failures, cooldown_ms = pipe.execute()
     if parked:
-        return "parked"
+        return Health("parked", parked_reason=str(json.loads(parked).get("reason")))
+    if isinstance(cooldown_ms, int) and cooldown_ms > 0:
+        return Health("cooling", cooling_seconds_left=round(cooldown_ms / 1000, 1) or 0.1)
     if isinstance(open_ms, int) and open_ms > 0:
-        return "open"
+        return Health("open")
     if failures is not None and int(failures) >= FAILURE_THRESHOLD:
-        return "half-open"
-    return "closed"
+        return Health("half-open")
+    return Health("closed")
+
+
+def state(vendor: str, redis_url: str) -> str:
+    """closed / open / half-open / cooling / parked, for `status`, metrics and the scheduler."""
+    return health(vendor, redis_url).state

@@ -40,7 +40,8 @@ def rate_slot(vendor: str) -> str:
 
 
 def cooldown(vendor: str) -> str:
-    """Exists while the vendor's 429 Retry-After holds the whole fleet (TTL: time left)."""
+    """Exists while the vendor's 429 Retry-After holds the whole fleet (TTL: time left, at most
+    the vendor's backoff cap)."""
     return f"{PREFIX}:ratelimit:{vendor}:cooldown"
 
 

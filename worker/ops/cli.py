@@ -277,7 +277,6 @@ def status(as_json: bool) -> None:
     from eventrelay.models.session import get_engine
     from eventrelay.worker.config import get_settings
     from eventrelay.worker.engine.scheduler import queue_depths
-    from eventrelay.worker.fleet import breaker
     from eventrelay.worker.fleet.queues import vendor_queues
     from eventrelay.worker.ops.operations import status_counts
 
@@ -285,17 +284,9 @@ def status(as_json: bool) -> None:
     with get_engine().connect() as conn:
         vendors = status_counts(conn)
     depths = queue_depths(settings.broker_url)
-    redis_url = settings.effective_redis_url
     for name, entry in vendors.items():
         entry["queues"] = {q: (depths or {}).get(q) for q in vendor_queues(name)}
-        entry["circuit"] = None
-        entry["parked_reason"] = None
-        if redis_url:
-            try:
-                entry["circuit"] = breaker.state(name, redis_url)
-                entry["parked_reason"] = breaker.parked_reason(name, redis_url)
-            except Exception:
-                entry["circuit"] = "unknown (redis unreachable)"
+        entry.update(_circuit(name, settings.effective_redis_url))
     data = {"generated_at": datetime.now(UTC).isoformat(), "vendors": vendors}
     if as_json:
         _print_json(data)
@@ -305,11 +296,14 @@ def status(as_json: bool) -> None:
     from rich.table import Table
 
     # Short headers with a legend: at 80 columns rich would cut "pending", "delivering" and
-    # "delivered" to the same "pendi…"/"deliv…".
+    # "delivered" to the same "pendi…"/"deliv…". Padding on the right only: two spaces between
+    # columns leave room for "cooling 30m" and seven-digit counts; 80 wide, the legend wraps
+    # into two lines.
     table = Table(
         title="eventrelay status",
         box=box.SIMPLE_HEAD,
-        padding=(0, 1),
+        min_width=80,
+        padding=(0, 1, 0, 0),
         pad_edge=False,
         show_edge=False,
         caption="pend: pending · sending: claimed by a worker · done: delivered · "
@@ -323,7 +317,7 @@ def status(as_json: bool) -> None:
         c = entry["counts"]
         age = entry["oldest_pending_age_seconds"]
         q = list(entry["queues"].values())
-        circuit = entry["circuit"] or "-"
+        circuit = _circuit_text(entry)
         if entry["parked_reason"]:
             notes.append(f"{name} is parked: {entry['parked_reason']}")
         table.add_row(
@@ -350,6 +344,31 @@ STATUS_COLUMNS: tuple[tuple[str, Literal["left", "right"]], ...] = (
     ("queued", "right"),
     ("circuit", "left"),
 )
+
+
+def _circuit(vendor: str, redis_url: str | None) -> dict[str, Any]:
+    """The vendor's gate as `status --json` shows it: circuit, cooling_seconds_left, parked_reason
+    (all None without a Redis to read them from)."""
+    from eventrelay.worker.fleet import breaker
+
+    out: dict[str, Any] = {"circuit": None, "cooling_seconds_left": None, "parked_reason": None}
+    if redis_url:
+        try:
+            health = breaker.health(vendor, redis_url)
+        except Exception:
+            out["circuit"] = "unknown (redis unreachable)"
+        else:
+            out["circuit"] = health.state
+            out["cooling_seconds_left"] = health.cooling_seconds_left
+            out["parked_reason"] = health.parked_reason
+    return out
+
+
+def _circuit_text(entry: dict[str, Any]) -> str:
+    """The circuit for a table: "closed", "cooling 12s", "-" when unknown."""
+    if entry["circuit"] == "cooling" and entry["cooling_seconds_left"] is not None:
+        return f"cooling {_age(max(1.0, entry['cooling_seconds_left']))}"
+    return str(entry["circuit"] or "-")
 
 
 def _age(seconds: float | None) -> str:
@@ -544,15 +563,26 @@ def vendors() -> None:
 @vendors.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def vendors_list(as_json: bool) -> None:
-    """Registered vendors and their operations."""
+    """Registered vendors, their operations and circuit (cooling, parked, ...)."""
+    from eventrelay.worker.config import get_settings
     from eventrelay.worker.vendors import VENDOR_CLASSES
 
     data = {name: sorted(cls.operations) for name, cls in sorted(VENDOR_CLASSES.items())}
+    redis_url = get_settings().effective_redis_url
+    circuits = {name: _circuit(name, redis_url) for name in data}
     if as_json:
-        _print_json({"vendors": data})
+        _print_json({"vendors": data, "circuits": circuits})
         return
     for name, ops in data.items():
-        click.echo(f"{name}: {', '.join(ops)}")
+        state = circuits[name]
+        line = f"{name}: {', '.join(ops)}"
+        if state["circuit"]:
+            line += f" ({_circuit_text(state)})"
+        if state["parked_reason"]:
+            line += (
+                f": {state['parked_reason']}; fix the key, then `eventrelay vendors resume {name}`"
+            )
+        click.echo(line)
 
 
 @vendors.command("resume")

@@ -46,7 +46,7 @@ LATENCY_BUCKETS_SECONDS = (
     3600,
     86400,
 )
-CIRCUIT_STATES = ("closed", "open", "half-open", "parked")
+CIRCUIT_STATES = ("closed", "open", "half-open", "cooling", "parked")
 D, A = DELIVERIES, ATTEMPTS
 
 
@@ -153,16 +153,23 @@ class EventRelayCollector(Collector):
             "1 for the vendor's current circuit state",
             labels=["vendor", "state"],
         )
+        cooldown = GaugeMetricFamily(
+            "eventrelay_cooldown_seconds",
+            "Seconds left of the vendor's 429 pause (0 when it is not cooling)",
+            labels=["vendor"],
+        )
         url = self.settings.effective_redis_url
         for vendor in vendor_names():
             try:
-                current = breaker.state(vendor, url) if url else "closed"
+                health = breaker.health(vendor, url) if url else breaker.Health("closed")
             except Exception:
                 log.warning("cannot read circuit state of %s from Redis", vendor)
                 continue
             for state in CIRCUIT_STATES:
-                circuit.add_metric([vendor, state], 1.0 if state == current else 0.0)
+                circuit.add_metric([vendor, state], 1.0 if state == health.state else 0.0)
+            cooldown.add_metric([vendor], health.cooling_seconds_left or 0.0)
         yield circuit
+        yield cooldown
 
 
 def serve(port: int, host: str = "0.0.0.0") -> None:
