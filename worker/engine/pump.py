@@ -84,7 +84,7 @@ class _VendorState:
     blocked_until: float = 0.0  # monotonic; the gate said wait
     dirty: bool = False  # the fleet's failure count may be non-zero: a success resets it
     gate_open_until: float = 0.0  # monotonic; the gate was open and nothing failed since
-    window: int = 1  # requests it may have in flight now (slow start, see Pump._room)
+    window: int = 4  # requests it may have in flight now (slow start, see Pump._room)
     claimed_for: list[threading.Event] = field(default_factory=list)
     last_claimed: list[str] = field(default_factory=list)
 
@@ -183,9 +183,9 @@ class Pump:
 
     def _room(self, vendor: str, st: _VendorState) -> int:
         """Free slots for the vendor: its cap, narrowed by its window (slow start: a vendor
-        starts with one request in flight, doubling it with each answer and halving it with
-        each failure, so a cold start against a refused key or an outage sends one request,
-        not a burst)."""
+        starts with a few requests in flight, doubling them with each answer and halving them
+        with each failure, so a cold start against a refused key or an outage sends a few
+        requests, not a burst; a healthy vendor reaches its cap within one round trip)."""
         return min(self.vendor_cap(vendor), st.window) - st.inflight
 
     def _pick(self) -> tuple[str, int, int] | None:

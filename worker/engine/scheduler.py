@@ -164,7 +164,7 @@ class Scheduler:
         blocked = set()
         for name in vendor_names():
             try:
-                if breaker.state(name, url) in ("parked", "open"):
+                if breaker.state(name, url) in ("parked", "open", "cooling"):
                     blocked.add(name)
             except Exception:
                 return set()
