@@ -1,6 +1,7 @@
 """Producers: validate a job at the door, write it to the outbox, publish it.
 
     validate.py   refuse bad input before anything is stored
+    storable.py   strings the database and the requests can take (no NUL, valid Unicode)
     outbox.py     the delivery rows, idempotency keys and ordering, in the caller's transaction
     publish.py    messages to the vendor queues (ids only), by task name
     api.py        `enqueue` / `enqueue_many`: the three in a row

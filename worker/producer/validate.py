@@ -8,6 +8,7 @@ from typing import Any
 
 from eventrelay.worker.config import Settings, get_settings
 from eventrelay.worker.errors import FieldError, InvalidJob
+from eventrelay.worker.producer.storable import payload_text_problems, text_problem
 from eventrelay.worker.vendors import get_vendor
 from eventrelay.worker.vendors.base import PreparedJob
 
@@ -45,6 +46,8 @@ def validate_job(
                 f"characters, not starting with {THROTTLE_PREFIX!r}",
             )
         )
+    elif idempotency_key is not None and (problem := text_problem(idempotency_key)):
+        errors.append(FieldError("idempotency_key", problem))
     if _depth(payload) > MAX_NESTING_DEPTH:
         raise InvalidJob(
             [FieldError("payload", f"is nested deeper than {MAX_NESTING_DEPTH} levels")]
@@ -61,9 +64,28 @@ def validate_job(
                 f"{settings.max_payload_bytes} (EVENTRELAY_MAX_PAYLOAD_BYTES)",
             )
         )
+    errors.extend(payload_text_problems(payload))
     if errors:
         raise InvalidJob(errors)
-    return adapter.prepare(operation, json.loads(encoded), idempotency_key)
+    job = adapter.prepare(operation, json.loads(encoded), idempotency_key)
+    _check_column_lengths(job)
+    return job
+
+
+def _check_column_lengths(job: PreparedJob) -> None:
+    """What a vendor rule derived must fit its column too. Vendor models bound the fields they
+    derive from (with their field path); this catches a rule that would still overflow."""
+    for name, value in (("idempotency_key", job.idempotency_key), ("user_ref", job.user_ref)):
+        if value is not None and len(value) > MAX_KEY_CHARS:
+            raise InvalidJob(
+                [
+                    FieldError(
+                        "payload",
+                        f"gives a {name} of {len(value)} characters; at most "
+                        f"{MAX_KEY_CHARS} can be stored",
+                    )
+                ]
+            )
 
 
 def _depth(value: Any) -> int:

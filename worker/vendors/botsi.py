@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -33,6 +33,9 @@ from eventrelay.worker.vendors.base import OutboundRequest, Vendor, VendorSettin
 from eventrelay.worker.vendors.keys import derived_key
 
 Required = Field(min_length=1)
+# Stored as the delivery's user_ref (a 255-character column) for the profile ordering rule.
+USER_ID_MAX_CHARS = 255
+UserId = Annotated[StrictStr | None, Field(max_length=USER_ID_MAX_CHARS)]
 
 
 class BotsiSettings(VendorSettings):
@@ -51,7 +54,7 @@ class CreateProfile(BaseModel):
     device: StrictStr = Required
     os: StrictStr = Required
     platform: StrictStr = Required
-    customerUserId: StrictStr | None = None
+    customerUserId: UserId = None
     locale: StrictStr | None = None
     currency: StrictStr | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     storeCountry: StrictStr | None = None
@@ -76,7 +79,7 @@ class ProfileEvent(BaseModel):
     isExperiment: StrictBool
     aiPricingModelId: StrictInt
     profileId: StrictStr | None = None
-    customerUserId: StrictStr | None = None
+    customerUserId: UserId = None
 
     @model_validator(mode="after")
     def _identified(self) -> ProfileEvent:

@@ -16,7 +16,16 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import SettingsConfigDict
 
 from eventrelay.worker.vendors.base import OutboundRequest, Vendor, VendorSettings
@@ -38,6 +47,15 @@ class User(BaseModel):
 
     email: StrictStr | None = None
     id: StrictStr | StrictInt | None = Field(default=None, alias="_id")
+
+    @field_validator("email", "id", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Left out is fine (the other identifier is used); an explicit null would be sent to
+        # vtcdn as null and breaks the email-open rule, which reads the identifier.
+        if value is None:
+            raise ValueError("must not be null: leave it out and give the other identifier")
+        return value
 
     @model_validator(mode="after")
     def _one_identifier(self) -> User:
