@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, delete, select, true, tuple_, update
+from sqlalchemy import Connection, select, update
 
 from eventrelay.models.base import utcnow
 from eventrelay.models.delivery import DELIVERIES, DeliveryStatus, Lane
@@ -29,8 +29,8 @@ from eventrelay.worker.engine.retry import RetryPolicy
 from eventrelay.worker.engine.state import recover_expired_leases
 from eventrelay.worker.fleet import breaker, keys
 from eventrelay.worker.fleet.queues import vendor_queues
-from eventrelay.worker.producer.outbox import mark_unpublished
-from eventrelay.worker.producer.publish import publish_many
+from eventrelay.worker.producer.outbox import mark_unpublished, purge_expired_keys
+from eventrelay.worker.producer.publish import publish, publish_many
 from eventrelay.worker.vendors import get_vendor, vendor_names
 
 log = logging.getLogger("eventrelay.scheduler")
@@ -39,6 +39,8 @@ D = DELIVERIES
 K = IDEMPOTENCY_KEYS
 
 DISPATCH_LIMIT_PER_TICK = 5000
+PURGE_BATCH = 5000
+PURGE_BUDGET_SECONDS = 0.5
 # A pending delivery whose vendor queues are empty, published this long ago, lost its message.
 # Short, because a worker killed while it pumped a vendor leaves rows that got no message of
 # their own (the doorbell it held kept producers from publishing): they must go out again
@@ -54,6 +56,7 @@ class TickSummary:
     recovered: int = 0
     dispatched: int = 0
     keys_purged: int = 0
+    woken: int = 0  # vendors sent a drain message (lost messages, a dead pump, a reset)
     broker_reset: bool = False
 
 
@@ -92,59 +95,116 @@ def _broker_was_reset(broker_url: str) -> bool:
 
 
 def dispatch_due(
+    conn: Connection, *, blocked_vendors: set[str]
+) -> list[tuple[uuid.UUID, str, Lane]]:
+    """Mark due deliveries that were never published as published now, and return them.
+
+    These are retries, released and replayed work whose time has come (`dispatched_at` NULL,
+    found through their own partial index). Everything else that is due but has a message
+    somewhere needs none of its own: a message for a vendor makes a worker's pump claim all
+    of the vendor's due deliveries, so ids in a message are hints (see `vendors_to_wake`).
+    """
+    now = utcnow()
+    due = (
+        select(D.c.id)
+        .where(
+            D.c.status == DeliveryStatus.PENDING,
+            D.c.next_attempt_at <= now,
+            D.c.dispatched_at.is_(None),
+        )
+        .order_by(D.c.next_attempt_at)
+        .limit(DISPATCH_LIMIT_PER_TICK)
+    )
+    if blocked_vendors:
+        due = due.where(D.c.vendor.not_in(blocked_vendors))
+    rows = conn.execute(
+        update(D)
+        .where(D.c.id.in_(pick_locked(conn, due)), D.c.status == DeliveryStatus.PENDING)
+        .values(dispatched_at=now)
+        .returning(D.c.id, D.c.vendor, D.c.lane)
+    ).all()
+    return [(r.id, r.vendor, Lane(r.lane)) for r in rows]
+
+
+def has_stale_due(conn: Connection, vendor: str, older_than_seconds: float) -> bool:
+    """Whether the vendor has due work published more than `older_than_seconds` ago."""
+    now = utcnow()
+    row = conn.execute(
+        select(D.c.id)
+        .where(
+            D.c.status == DeliveryStatus.PENDING,
+            D.c.dispatched_at < now - timedelta(seconds=older_than_seconds),
+            D.c.vendor == vendor,
+            D.c.next_attempt_at <= now,
+        )
+        .limit(1)
+    ).first()
+    return row is not None
+
+
+def vendors_to_wake(
     conn: Connection,
     settings: Settings,
     *,
-    orphaned_vendors: set[str],
+    depths: dict[str, int] | None,
+    rung: set[str],
     blocked_vendors: set[str],
-    everything: bool = False,
-) -> list[tuple[uuid.UUID, str, Lane]]:
-    """Mark due deliveries as published now and return them for publishing.
+    everything: bool,
+) -> list[str]:
+    """Vendors whose due work may have no message left anywhere: each gets one drain message.
 
-    Three kinds, each found through its own index so that a large backlog already sitting in
-    the queues costs nothing per tick: never published (retries, released, replayed work),
-    published so long ago that the message is presumed lost, and published a while ago for
-    a vendor whose queues are empty (an orphan). After a broker reset: everything pending.
+    - After a broker reset (restart, FLUSHALL): every vendor with pending work.
+    - A vendor whose queues are empty and whose doorbell nobody holds (no pump is working on
+      it and no message waits) but that has due work published a while ago: its message was
+      lost, or the worker pumping it died (ORPHAN_AFTER_SECONDS).
+    - Without queue depths (a non-Redis broker): due work published longer ago than
+      EVENTRELAY_REDISPATCH_AFTER_SECONDS.
+
+    One message per vendor, not one per row: a backlog still waiting in the broker is never
+    published again, however long it is (no redispatch flood).
     """
-    now = utcnow()
-    # Each kind stamps dispatched_at=now, so a later kind never picks the same row again.
-    kinds: list[ColumnElement[bool]] = [D.c.dispatched_at.is_(None)]
-    if everything:
-        kinds = [true()]
-    else:
-        kinds.append(D.c.dispatched_at < now - timedelta(seconds=settings.redispatch_after_seconds))
-        if orphaned_vendors:
-            kinds.append(
-                D.c.vendor.in_(orphaned_vendors)
-                & (D.c.dispatched_at < now - timedelta(seconds=ORPHAN_AFTER_SECONDS))
-            )
-    published: list[tuple[uuid.UUID, str, Lane]] = []
-    for kind in kinds:
-        limit = DISPATCH_LIMIT_PER_TICK - len(published)
-        if limit <= 0:
+    wake = []
+    for vendor in vendor_names():
+        if vendor in blocked_vendors:
+            continue
+        if everything:
+            stale_after = 0.0
+        elif depths is None:
+            stale_after = settings.redispatch_after_seconds
+        elif vendor in rung or any(depths.get(q, 0) for q in vendor_queues(vendor)):
+            continue
+        else:
+            stale_after = ORPHAN_AFTER_SECONDS
+        if has_stale_due(conn, vendor, stale_after):
+            wake.append(vendor)
+    return wake
+
+
+def _rung_doorbells(redis_url: str | None) -> set[str]:
+    if not redis_url:
+        return set()
+    from eventrelay.worker.fleet.redis_client import get_redis
+
+    names = vendor_names()
+    try:
+        found = get_redis(redis_url).mget([keys.doorbell(v) for v in names])
+    except Exception:
+        return set()
+    return {v for v, value in zip(names, found, strict=True) if value}
+
+
+def purge_keys(conn_factory: Any, budget_seconds: float = PURGE_BUDGET_SECONDS) -> int:
+    """Purge expired keys in short batches until none are left or the time budget is spent:
+    no fixed cap per minute, and no batch holds its locks for long."""
+    started = time.monotonic()
+    purged = 0
+    while time.monotonic() - started < budget_seconds:
+        with conn_factory() as conn:
+            n = purge_expired_keys(conn, limit=PURGE_BATCH)
+        purged += n
+        if n < PURGE_BATCH:
             break
-        due = (
-            select(D.c.id)
-            .where(D.c.status == DeliveryStatus.PENDING, D.c.next_attempt_at <= now, kind)
-            .order_by(D.c.next_attempt_at)
-            .limit(limit)
-        )
-        if blocked_vendors:
-            due = due.where(D.c.vendor.not_in(blocked_vendors))
-        rows = conn.execute(
-            update(D)
-            .where(D.c.id.in_(pick_locked(conn, due)), D.c.status == DeliveryStatus.PENDING)
-            .values(dispatched_at=now)
-            .returning(D.c.id, D.c.vendor, D.c.lane)
-        ).all()
-        published += [(r.id, r.vendor, Lane(r.lane)) for r in rows]
-    return published
-
-
-def purge_expired_keys(conn: Connection, limit: int = 10_000) -> int:
-    expired = select(K.c.vendor, K.c.key).where(K.c.expires_at < utcnow()).limit(limit)
-    result = conn.execute(delete(K).where(tuple_(K.c.vendor, K.c.key).in_(expired)))
-    return int(result.rowcount or 0)
+    return purged
 
 
 class Scheduler:
@@ -176,40 +236,43 @@ class Scheduler:
         with engine.begin() as conn:
             summary.recovered = len(recover_expired_leases(conn, give_up=self._budget_spent))
         summary.broker_reset = _broker_was_reset(self.settings.broker_url)
-        depths = queue_depths(self.settings.broker_url) or {}
-        orphaned = {
-            v
-            for v in vendor_names()
-            if depths and all(depths.get(q, 0) == 0 for q in vendor_queues(v))
-        }
+        depths = queue_depths(self.settings.broker_url)
+        blocked = self._gated_vendors()
         with engine.begin() as conn:
-            rows = dispatch_due(
+            rows = dispatch_due(conn, blocked_vendors=blocked)
+            wake = vendors_to_wake(
                 conn,
                 self.settings,
-                orphaned_vendors=orphaned,
-                blocked_vendors=self._gated_vendors(),
+                depths=depths,
+                rung=_rung_doorbells(self.settings.effective_redis_url),
+                blocked_vendors=blocked,
                 everything=summary.broker_reset,
             )
-        if rows:
-            try:
+        try:
+            if rows:
                 publish_many(rows)
-            except Exception as exc:
-                log.warning(
-                    "broker unavailable (%s); will publish on a later tick", type(exc).__name__
-                )
+            for vendor in wake:
+                publish(vendor, Lane.FRESH, [])
+        except Exception as exc:
+            log.warning(
+                "broker unavailable (%s); will publish on a later tick", type(exc).__name__
+            )
+            if rows:
                 with engine.begin() as conn:
                     mark_unpublished(conn, [r[0] for r in rows])
-                rows = []
+            rows, wake = [], []
+        summary.woken = len(wake)
         summary.dispatched = len(rows)
         if time.monotonic() - self._last_cleanup > CLEANUP_EVERY_SECONDS:
             self._last_cleanup = time.monotonic()
-            with engine.begin() as conn:
-                summary.keys_purged = purge_expired_keys(conn)
-        if summary.recovered or summary.dispatched or summary.broker_reset:
+            summary.keys_purged = purge_keys(engine.begin)
+        if summary.recovered or summary.dispatched or summary.broker_reset or summary.woken:
             log.info(
-                "scheduler: recovered %d expired leases, published %d deliveries%s",
+                "scheduler: recovered %d expired leases, published %d deliveries, woke %d "
+                "vendors%s",
                 summary.recovered,
                 summary.dispatched,
+                summary.woken,
                 " (broker was reset: republished everything pending)"
                 if summary.broker_reset
                 else "",
