@@ -8,7 +8,8 @@ from typing import Any
 
 from celery import shared_task
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from eventrelay.worker.fleet.queues import TASK_NAME_DELIVER, TASK_NAME_INGEST
 
@@ -66,25 +67,52 @@ def deliver(
     }
 
 
-@shared_task(name=TASK_NAME_INGEST, ignore_result=True)
-def ingest(jobs: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
+# Errors that say "the database or Redis is away", not "this message is bad": retried.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, PoolTimeout, RedisError)
+# The message is the jobs' only copy: retry through an outage of about half an hour (full
+# jitter under a 30 s cap averages 15 s a try) rather than drop it.
+INGEST_RETRY_BACKOFF_MAX_SECONDS = 30
+INGEST_MAX_RETRIES = 120
+
+
+@shared_task(bind=True, name=TASK_NAME_INGEST, ignore_result=True)
+def ingest(self: Any, jobs: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Validate and record jobs sent by a producer that has only Celery installed.
 
         celery_app.send_task("eventrelay.ingest", args=[[{"vendor": ..., "operation": ...,
                              "payload": {...}, "idempotency_key": ...}]], queue="eventrelay.ingest")
 
     Invalid jobs are refused whole (nothing stored) and logged with the reason; retrying
-    cannot fix them, so the message is not retried.
+    cannot fix them, so the message is not retried. A database or Redis outage is retried with
+    backoff; the same message recorded twice (a retry, a redelivery) stores its jobs once.
     """
+    from celery.utils.time import get_exponential_backoff_interval
+
     from eventrelay.worker.errors import InvalidJob
-    from eventrelay.worker.producer import enqueue_many
+    from eventrelay.worker.producer.api import enqueue_ingested
 
     if not isinstance(jobs, list) or args or kwargs:
         log.error("dropping malformed ingest message: expected one list of jobs")
         return {"error": "malformed message: expected one list of jobs"}
     try:
-        receipts = enqueue_many(jobs)
+        receipts = enqueue_ingested(jobs, self.request.id)
     except InvalidJob as exc:
         log.error("refused ingested jobs: %s", exc)
         return exc.as_dict()
+    except TRANSIENT_ERRORS as exc:
+        countdown = get_exponential_backoff_interval(
+            factor=1,
+            retries=self.request.retries,
+            maximum=INGEST_RETRY_BACKOFF_MAX_SECONDS,
+            full_jitter=True,
+        )
+        # The retry is a new message: it must show a count in events and Flower, as the
+        # producer's did (remote.send_jobs), not Celery's default repr of the payloads.
+        raise self.retry(
+            exc=exc,
+            countdown=countdown,
+            max_retries=INGEST_MAX_RETRIES,
+            argsrepr=f"[<{len(jobs)} jobs>]",
+            kwargsrepr="{}",
+        ) from exc
     return {"receipts": [r.as_dict() for r in receipts]}

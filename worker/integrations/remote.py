@@ -46,9 +46,18 @@ def send_jobs(celery_app: Celery, jobs: Iterable[Mapping[str, Any]]) -> Any:
 
     The message is JSON whatever the producer app's default serializer: eventrelay's workers
     accept nothing else. Raises whatever Celery raises if the broker cannot be reached.
+
+    The payloads travel in the message, through the broker (Redis), until a worker records
+    them. Task events, and so Flower, show only their count (`argsrepr`), not the payloads.
     """
+    batch = [dict(j) for j in jobs]
     return celery_app.send_task(
-        INGEST_TASK, args=[[dict(j) for j in jobs]], queue=INGEST_QUEUE, serializer="json"
+        INGEST_TASK,
+        args=[batch],
+        queue=INGEST_QUEUE,
+        serializer="json",
+        argsrepr=f"[<{len(batch)} jobs>]",
+        kwargsrepr="{}",
     )
 
 
