@@ -21,6 +21,7 @@ from eventrelay.models.idempotency import IDEMPOTENCY_KEYS
 from eventrelay.models.sql import dialect_insert
 from eventrelay.worker.config import Settings, get_settings
 from eventrelay.worker.errors import FieldError, InvalidJob
+from eventrelay.worker.producer.broker import pause
 from eventrelay.worker.producer.validate import THROTTLE_PREFIX
 from eventrelay.worker.vendors import get_vendor
 from eventrelay.worker.vendors.base import PreparedJob
@@ -55,7 +56,9 @@ def record_jobs(
     """Store validated jobs inside the caller's transaction (the outbox write).
 
     Use this directly to write jobs in the same transaction as your own rows; then call
-    `publish_after_commit` with the second value once that transaction has committed.
+    `publish_after_commit` with the second value once that transaction has committed. While
+    this process has paused publishing (the broker just failed), that value is empty and the
+    rows wait for the scheduler.
     """
     settings = settings or get_settings()
     now = utcnow()
@@ -125,9 +128,11 @@ def record_jobs(
 
     rows = []
     to_publish = []
+    publishing = not pause.paused()
     for i in fresh:
         job = jobs[i]
         status = DeliveryStatus.SUPPRESSED if i in suppressed else DeliveryStatus.PENDING
+        publish = publishing and status is DeliveryStatus.PENDING
         rows.append(
             {
                 "id": ids[i],
@@ -144,8 +149,9 @@ def record_jobs(
                 "window_started_at": now,
                 "window_base_attempts": 0,
                 # Set optimistically: if publishing fails it is cleared again, and a crash in
-                # between is caught by the scheduler's redispatch.
-                "dispatched_at": now if status is DeliveryStatus.PENDING else None,
+                # between is caught by the scheduler's redispatch. While this process has
+                # paused publishing (the broker failed), NULL: the scheduler publishes it.
+                "dispatched_at": now if publish else None,
                 "reason": suppressed.get(i),
                 "created_at": now,
                 "updated_at": now,
@@ -153,7 +159,7 @@ def record_jobs(
             }
         )
         receipts[i] = Receipt(ids[i], job.vendor, job.operation, False, str(status))
-        if status is DeliveryStatus.PENDING:
+        if publish:
             to_publish.append((ids[i], job.vendor, Lane.FRESH))
     if rows:
         conn.execute(insert(D), rows)

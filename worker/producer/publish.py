@@ -6,12 +6,16 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import Any
+
+from kombu import pools
 
 from eventrelay.models.delivery import Lane
 from eventrelay.models.session import get_engine
 from eventrelay.worker.config import get_settings
 from eventrelay.worker.engine.celery_app import get_app
 from eventrelay.worker.fleet.queues import TASK_NAME_DELIVER, queue_name
+from eventrelay.worker.producer.broker import PRODUCER_TRANSPORT_OPTIONS, pause, ring_doorbell
 from eventrelay.worker.producer.outbox import mark_unpublished
 
 log = logging.getLogger("eventrelay.publish")
@@ -37,7 +41,7 @@ def publish(vendor: str, lane: Lane, ids: Sequence[uuid.UUID], *, fail_fast: boo
     # registry needed in a web process).
     app = get_app()
     options = {"retry": False} if fail_fast else {}
-    with app.producer_or_acquire() as producer:  # one connection for all chunks
+    with _producer(app, fail_fast) as producer:  # one connection for all chunks
         for chunk in chunked(ids, get_settings().batch_size):
             app.send_task(
                 TASK_NAME_DELIVER,
@@ -47,6 +51,15 @@ def publish(vendor: str, lane: Lane, ids: Sequence[uuid.UUID], *, fail_fast: boo
                 add_to_parent=False,
                 **options,
             )
+
+
+def _producer(app: Any, fail_fast: bool) -> Any:
+    """A pooled kombu producer; a fail-fast one (web producers) with the short timeouts."""
+    if not fail_fast:
+        return app.producer_or_acquire()
+    connection = app.connection_for_write(transport_options=PRODUCER_TRANSPORT_OPTIONS)
+    # kombu keys its pools by the connection's URL and options: one pool per process.
+    return pools.producers[connection].acquire(block=True)
 
 
 def publish_many(rows: Iterable[tuple[uuid.UUID, str, Lane]], *, fail_fast: bool = False) -> None:
@@ -76,30 +89,44 @@ def publish_new(rows: Iterable[tuple[uuid.UUID, str, Lane]], *, fail_fast: bool 
 
 
 def _rung(vendor: str, redis_url: str) -> bool:
-    from eventrelay.worker.fleet import doorbell
-
     try:
-        return doorbell.ring(vendor, redis_url)
-    except Exception as exc:  # no doorbell: publish, as if nobody had rung
+        return ring_doorbell(vendor, redis_url)
+    except Exception as exc:
+        if redis_url == get_settings().broker_url:
+            raise  # the broker's own Redis is not answering: publishing would not either
+        # A doorbell of its own that is down: publish, as if nobody had rung.
         log.warning("doorbell unavailable (%s); publishing", type(exc).__name__)
         return True
 
 
 def publish_after_commit(rows: Sequence[tuple[uuid.UUID, str, Lane]]) -> None:
-    """Publish committed jobs. A broker outage is logged, not raised: the job is stored and
-    the scheduler publishes it once the broker is back."""
+    """Publish committed jobs. A broker outage is logged, not raised, and never waited for:
+    the jobs are stored and the scheduler publishes them once the broker is back. After a
+    failure this process stops trying for a while (`broker.PAUSE_SECONDS`)."""
     if not rows:
+        return
+    if not pause.may_publish():
+        _leave_to_scheduler(rows)
         return
     try:
         publish_new(rows, fail_fast=True)
     except Exception as exc:  # kombu/redis raise many types for "broker unreachable"
+        pause.failed()
         log.warning(
-            "broker unavailable (%s); %d job(s) are stored and will be published by the scheduler",
+            "broker unavailable (%s); %d job(s) are stored and will be published by the "
+            "scheduler; this process leaves new jobs to it for %gs",
             type(exc).__name__,
             len(rows),
+            pause.seconds,
         )
-        try:
-            with get_engine().begin() as conn:
-                mark_unpublished(conn, [r[0] for r in rows])
-        except Exception:
-            log.exception("could not mark jobs for the scheduler; its orphan sweep will find them")
+        _leave_to_scheduler(rows)
+    else:
+        pause.succeeded()
+
+
+def _leave_to_scheduler(rows: Sequence[tuple[uuid.UUID, str, Lane]]) -> None:
+    try:
+        with get_engine().begin() as conn:
+            mark_unpublished(conn, [r[0] for r in rows])
+    except Exception:
+        log.exception("could not mark jobs for the scheduler; its orphan sweep will find them")
