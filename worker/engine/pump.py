@@ -84,6 +84,7 @@ class _VendorState:
     blocked_until: float = 0.0  # monotonic; the gate said wait
     dirty: bool = False  # the fleet's failure count may be non-zero: a success resets it
     gate_open_until: float = 0.0  # monotonic; the gate was open and nothing failed since
+    rung_until: float = 0.0  # monotonic; the doorbell was refreshed recently
     window: int = 4  # requests it may have in flight now (slow start, see Pump._room)
     claimed_for: list[threading.Event] = field(default_factory=list)
     last_claimed: list[str] = field(default_factory=list)
@@ -264,9 +265,11 @@ class Pump:
         short = len(claimed) < limit
         if short and not gate.probe:
             claimed += self._settle(vendor_name, generation, limit - len(claimed))
-        elif claimed and self.redis_url:
-            # More is due than this claim took: keep producers from publishing meanwhile.
+        elif claimed and self.redis_url and time.monotonic() >= self._state(vendor_name).rung_until:
+            # More is due than this claim took: keep producers from publishing meanwhile
+            # (refreshed a few times per doorbell lifetime, not on every claim).
             _best_effort(doorbell.keep_rung, vendor_name, self.redis_url)
+            self._state(vendor_name).rung_until = time.monotonic() + doorbell.RING_SECONDS / 4
         with self._cond:
             st = self._state(vendor_name)
             st.probing = gate.probe and bool(claimed)
@@ -301,6 +304,7 @@ class Pump:
             if st.offers != generation:
                 return []  # an offer came in meanwhile: keep the demand, claim again
             st.demand = False
+            st.rung_until = 0.0
         if self.redis_url:
             _best_effort(doorbell.answer, vendor, self.redis_url)
         late = self._claim(vendor, limit)
