@@ -142,6 +142,43 @@ def report(
     return figures
 
 
+def read_timeouts(cluster: Cluster) -> int:
+    """Attempts that gave up waiting for an answer. The vendor may have processed each one, and
+    then it sees the job twice (README, "Guarantees": the other way a duplicate can happen).
+    The mock vendors answer from the test process: on this 2-CPU machine, with two pumps
+    holding up to 96 requests each in flight, an answer now and then takes longer than the
+    suite's 1.5 s read timeout (fault suite, issue #12: duplicate_sends=1, and 159 in one
+    loaded run, each a ReadTimeout in the delivery's attempt history)."""
+    return int(
+        cluster.scalar("SELECT count(*) FROM delivery_attempts WHERE error_class = 'ReadTimeout'")
+        or 0
+    )
+
+
+def sends_beyond_timeouts(cluster: Cluster, mock: Any, vendor: str) -> dict[str, int]:
+    """Deliveries the vendor accepted more often than once plus their timed-out attempts
+    (payload user.uid -> times accepted): a duplicate outside the documented window."""
+    accepted: dict[str, int] = {}
+    for record in mock.received(vendor):
+        if 200 <= record["status"] < 300 and isinstance(record["body"], dict):
+            uid = str((record["body"].get("user") or {}).get("uid"))
+            accepted[uid] = accepted.get(uid, 0) + 1
+    with cluster.engine.connect() as conn:
+        from sqlalchemy import text
+
+        timed_out = dict(
+            conn.execute(
+                text(
+                    "SELECT d.payload->'user'->>'uid', count(a.id) FROM deliveries d "
+                    "LEFT JOIN delivery_attempts a ON a.delivery_id = d.id "
+                    "AND a.error_class = 'ReadTimeout' WHERE d.vendor = :v GROUP BY 1"
+                ),
+                {"v": vendor},
+            ).all()
+        )
+    return {uid: n for uid, n in accepted.items() if n > 1 + int(timed_out.get(uid, 0) or 0)}
+
+
 def delivered_count(cluster: Cluster) -> int:
     try:
         return int(
@@ -197,14 +234,17 @@ def test_broker_lost_mid_run(cluster: Cluster, mock: Any, how: str) -> None:
         cluster.redis.flushall()
     started = time.monotonic()
     cluster.wait_until_settled(SETTLE_SECONDS)
+    recovered_in = time.monotonic() - started
+    timeouts = read_timeouts(cluster)
     figures = report(
         f"redis {how} mid-run",
         cluster,
         receipts,
         mock,
-        f"recovered_in={time.monotonic() - started:.1f}s",
+        f"recovered_in={recovered_in:.1f}s" + (f" read_timeouts={timeouts}" if timeouts else ""),
     )
-    assert figures["duplicate_sends"] == 0
+    # Losing the broker re-sends nothing; only an answer slower than the read timeout can.
+    assert figures["duplicate_sends"] <= timeouts
     assert figures["delivered"] == figures["accepted"]
 
 
@@ -359,23 +399,29 @@ def test_eight_producers_on_overlapping_keys(cluster: Cluster, mock: Any) -> Non
         p.join(30)
     cluster.wait_until_settled(SETTLE_SECONDS)
     keys = 7 * 25 + 100
+    timeouts = read_timeouts(cluster)
     figures = report(
         "8 producers, overlapping keys",
         cluster,
         receipts,
         mock,
-        f"keys={keys} receipts={len(receipts)}",
+        f"keys={keys} receipts={len(receipts)}"
+        + (f" read_timeouts={timeouts}" if timeouts else ""),
     )
     assert figures["accepted"] == keys == figures["delivered"]
-    assert figures["duplicate_sends"] == 0
+    # One delivery per key, each sent once, unless an attempt of its own timed out waiting for
+    # the vendor's answer (which the vendor may still have processed).
+    assert sends_beyond_timeouts(cluster, mock, "gravityfield") == {}
+    assert figures["duplicate_sends"] <= timeouts
 
 
 def test_kill_9_a_worker_with_many_requests_in_flight(mock: Any) -> None:
     """Default lease settings: what a killed worker held goes out again within 15 s, and the
     vendor sees a job twice only if it was in flight at the kill."""
-    cluster = Cluster(mock, EVENTRELAY_LEASE_SECONDS="10")  # the default, not the suite's 8
+    # The default lease, not the suite's 8 s; answers slower than they come, within the timeout.
+    cluster = Cluster(mock, EVENTRELAY_LEASE_SECONDS="10", EVENTRELAY_READ_TIMEOUT_SECONDS="10")
     try:
-        mock.set_faults("vtcdn", latency_ms=3000)
+        mock.set_faults("vtcdn", latency_ms=4000)
         victim = cluster.worker("victim")
         cluster.scheduler()
         receipts = cluster.produce(
@@ -391,8 +437,7 @@ def test_kill_9_a_worker_with_many_requests_in_flight(mock: Any) -> None:
 
         def held() -> int:
             return int(
-                cluster.scalar("SELECT count(*) FROM deliveries WHERE status = 'delivering'")
-                or 0
+                cluster.scalar("SELECT count(*) FROM deliveries WHERE status = 'delivering'") or 0
             )
 
         wait_for(lambda: held() >= 100, 60, what="at least 100 requests in flight")
@@ -403,13 +448,15 @@ def test_kill_9_a_worker_with_many_requests_in_flight(mock: Any) -> None:
         mock.set_faults("vtcdn", latency_ms=0)
         cluster.worker("heir")
         wait_for(
-            lambda: int(
-                cluster.scalar(
-                    "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'delivering')"
+            lambda: (
+                int(
+                    cluster.scalar(
+                        "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'delivering')"
+                    )
+                    or 0
                 )
-                or 0
-            )
-            == 0,
+                == 0
+            ),
             60,
             interval=0.25,
             what="every delivery to settle",

@@ -718,6 +718,43 @@ def test_hang_does_not_block_other_requests(http: requests.Session) -> None:
         assert mock.faults()["botsi"]["hang_seconds"] == 60  # bounded
 
 
+def test_reset_ends_requests_still_in_progress(mock: MockVendors) -> None:
+    """A hang one test leaves behind never lands in the next test's log, counters or
+    duplicates (the fault suite shares one server: a scenario's hung requests, answered 30 s
+    later, were counted as the next scenario's duplicate sends)."""
+    import threading
+
+    mock.set_faults("gravityfield", hang_seconds=1.0)
+
+    def send() -> None:
+        with pytest.raises(requests.RequestException):  # the client gives up, as workers do
+            requests.post(
+                f"{mock.url}/gravityfield/event", json=GF_EVENT, headers=GF_AUTH, timeout=0.2
+            )
+
+    clients = [threading.Thread(target=send) for _ in range(2)]  # the same job twice
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    time.sleep(0.1)  # both handlers are asleep in their hang
+    mock.reset()  # the next test starts
+    time.sleep(1.5)  # past the hang: the old handlers have had every chance to record
+    assert mock.received() == []
+    assert mock.stats()["gravityfield"] == {
+        "requests": 0,
+        "accepted": 0,
+        "by_status": {},
+        "duplicates": 0,
+        "rate_limited": 0,
+        "discarded": 0,
+    }
+    with requests.Session() as http:  # the new epoch counts as usual
+        assert gravityfield(mock, http, GF_EVENT).status_code == 200
+    assert mock.stats()["gravityfield"]["duplicates"] == 0
+    assert len(mock.received("gravityfield")) == 1
+
+
 def test_faults_over_http(mock: MockVendors, http: requests.Session) -> None:
     response = http.post(f"{mock.url}/_mock/faults", json={"vendor": "botsi", "fail_next": [502]})
     assert response.status_code == 200

@@ -271,6 +271,12 @@ class MockVendors:
         # sections never block or nest.
         self._lock = threading.Lock()
         self._stop_event = threading.Event()  # wakes sleeping (latency/hang) handlers on stop
+        # Each reset starts a new epoch. A request belongs to the epoch it arrived in: one still
+        # in progress when its epoch ends (a hang a test left behind) wakes, is never answered,
+        # logged or counted, and never touches vendor state, so it cannot show up in the next
+        # test's log, counters or duplicates.
+        self._epoch = 0
+        self._epoch_ended = threading.Event()
         self._rng = random.Random(RANDOM_SEED)
         self._mocks: dict[str, VendorMock] = {mock.name: mock(self) for mock in VENDOR_MOCKS}
         self._faults: dict[str, _Faults] = {}
@@ -350,6 +356,7 @@ class MockVendors:
             self._closed = True
             serving = self._serving
         self._stop_event.set()
+        self._epoch_ended.set()
         if serving:
             self._httpd.shutdown()
         self._httpd.server_close()
@@ -406,7 +413,9 @@ class MockVendors:
             return self._faults[vendor].own[name]
 
     def reset(self) -> None:
-        """Clear the log, counters, vendor state and faults."""
+        """Clear the log, counters, vendor state and faults. Requests still in progress (a
+        hang, a latency) end unanswered and are never counted: they belong to the test that
+        sent them."""
         self._clear(faults=True)
 
     def set_faults(self, vendor: str, **faults: Any) -> None:
@@ -429,6 +438,8 @@ class MockVendors:
 
     def _clear(self, *, faults: bool) -> None:
         with self._lock:
+            self._epoch += 1
+            ended, self._epoch_ended = self._epoch_ended, threading.Event()
             # seq keeps increasing across resets so pollers using `since` never miss records.
             self._log.clear()
             self._reset_stats()
@@ -436,19 +447,24 @@ class MockVendors:
             self._rng.seed(RANDOM_SEED)
             if faults:
                 self._reset_faults()
+        ended.set()  # wakes the previous epoch's sleeping handlers: they end unanswered
         # After our lock is released: locks are never held two at a time.
         for mock in self._mocks.values():
             mock.reset()
 
     # ------------------------------------------------------------------ dispatch
 
-    def _dispatch(self, req: Request) -> Reply:
+    def _dispatch(self, req: Request) -> Reply | None:
+        """The reply to send; None: a reset ended the request's epoch, drop the connection."""
         if req.raw_path == "/_mock" or req.raw_path.startswith("/_mock/"):
             return self._control(req)
+        with self._lock:
+            epoch, ended = self._epoch, self._epoch_ended
         mock, handler, req.params = self._match_route(req.raw_path)
         req.vendor = None if mock is None else mock.name
-        reply = self._vendor_reply(req, mock, handler)
-        self._record(req, reply)
+        reply = self._vendor_reply(req, mock, handler, ended)
+        if reply is None or not self._record(req, reply, epoch):
+            return None
         return reply
 
     def _match_route(
@@ -467,8 +483,12 @@ class MockVendors:
         return mock, *found
 
     def _vendor_reply(
-        self, req: Request, mock: VendorMock | None, handler: Handler | None
-    ) -> Reply:
+        self,
+        req: Request,
+        mock: VendorMock | None,
+        handler: Handler | None,
+        ended: threading.Event,
+    ) -> Reply | None:
         def error(status: int, text: str, headers: dict[str, str] | None = None) -> Reply:
             # In the vendor's own error shape, so clients' error parsing is exercised.
             body = {"error": text} if mock is None else mock.error_body(status, text)
@@ -480,7 +500,9 @@ class MockVendors:
             return error(405, f"Method {req.method} not allowed", headers={"Allow": "POST"})
         if req.framing_error is not None:
             return error(*req.framing_error)
-        self._delay(mock.name)
+        self._delay(mock.name, ended)
+        if ended.is_set():
+            return None  # reset (or stopped) while it waited: the vendor never saw it
         injected = self._take_injected_fault(mock.name)
         if injected is not None:
             return injected
@@ -496,13 +518,14 @@ class MockVendors:
         reply.fault = "success_body"
         return reply
 
-    def _delay(self, vendor: str) -> None:
+    def _delay(self, vendor: str, ended: threading.Event) -> None:
         with self._lock:
             faults = self._faults[vendor]
             seconds = faults.latency_ms / 1000 + min(faults.hang_seconds, MAX_HANG_SECONDS)
         if seconds > 0:
-            # Sleeps only this handler's thread; returns early when the server stops.
-            self._stop_event.wait(seconds)
+            # Sleeps only this handler's thread; returns early when the request's epoch ends
+            # (a reset) or the server stops.
+            ended.wait(seconds)
 
     def _take_injected_fault(self, vendor: str) -> Reply | None:
         """Consume the next injected failure, if any: fail_next, then retry_after, then
@@ -534,11 +557,15 @@ class MockVendors:
             for item in items
         ]
 
-    def _record(self, req: Request, reply: Reply) -> None:
+    def _record(self, req: Request, reply: Reply, epoch: int) -> bool:
+        """Log and count the request; False if a reset ended its epoch first (then nothing is
+        logged or counted: a reset's counters start at zero whatever was still in progress)."""
         accepted = 200 <= reply.status < 300
         # Hash outside the lock: canonicalising a large body should not stall other threads.
         keys = self._dedupe_keys(req, reply) if accepted else []
         with self._lock:
+            if epoch != self._epoch:
+                return False
             duplicates = 0
             for key in keys:
                 if key in self._seen:
@@ -576,6 +603,7 @@ class MockVendors:
                     "ts": req.ts,
                 }
             )
+        return True
 
     # ------------------------------------------------------------------ control endpoints
 
@@ -670,6 +698,9 @@ class _Handler(BaseHTTPRequestHandler):
             reply = cast(_Server, self.server).mock._dispatch(req)
         except Exception as exc:  # answer something rather than drop the connection
             reply = Reply(500, {"error": f"mock server error: {exc!r}"})
+        if reply is None:  # a reset ended the request: it goes unanswered, like a lost one
+            self.close_connection = True
+            return
         self._send(reply)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
