@@ -54,6 +54,7 @@ from eventrelay.worker.engine.batch import (
     groups_of,
     log_recorded,
     record_with_retry,
+    release,
     send_group,
 )
 from eventrelay.worker.engine.state import Claimed, Outcome, claim, dependency_states, renew_leases
@@ -277,10 +278,16 @@ class Pump:
             self._wake_offers(st, [str(c.id) for c in claimed])
         if not claimed:
             return
-        deps = {}
-        if any(c.depends_on for c in claimed):
-            with get_engine().begin() as conn:
-                deps = dependency_states(conn, [c.depends_on for c in claimed if c.depends_on])
+        try:
+            deps = {}
+            if any(c.depends_on for c in claimed):
+                with get_engine().begin() as conn:
+                    deps = dependency_states(conn, [c.depends_on for c in claimed if c.depends_on])
+        except Exception:
+            # Never strand a claim: rows held here are heartbeated, so nobody else would take
+            # them. Give them back unspent; the recorder retries while the database is away.
+            self._submit_outcomes(release(claimed, 1.0, None))
+            raise
         waiting: list[Outcome] = []
         ready = apply_dependencies(claimed, deps, waiting)
         if waiting:
@@ -351,8 +358,6 @@ class Pump:
             self._submit_outcomes(sent.outcomes)
         except Exception:  # never lose a claimed delivery: it is released, unspent
             log.exception("%s: sending failed unexpectedly; releasing its deliveries", vendor_name)
-            from eventrelay.worker.engine.batch import release
-
             self._submit_outcomes(release(group, 1.0, None))
         finally:
             with self._cond:
