@@ -132,6 +132,7 @@ def apply_dependencies(
                     None,
                     next_attempt_at=utcnow() + timedelta(seconds=DEPENDENCY_WAIT_SECONDS),
                     reason=f"waiting for delivery {c.depends_on} to be delivered first",
+                    waits_for=c.depends_on,
                 )
             )
     return ready

@@ -17,7 +17,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    case,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
 from eventrelay.models.base import utcnow
 from eventrelay.models.delivery import (
@@ -71,6 +83,10 @@ class Outcome:
     excerpt: str | None = None
     started_at: datetime = field(default_factory=utcnow)
     response_json: Any = None
+    # Released to wait for this delivery (a Botsi event for its profile): due at once instead
+    # if that one is delivered by the time the release is written (else a lost wake-up: the
+    # profile's record found this event still claimed and woke nothing).
+    waits_for: uuid.UUID | None = None
 
 
 def claim(
@@ -335,7 +351,7 @@ def _finish_one(conn: Connection, o: Outcome, now: datetime) -> bool:
         values.update(
             status=DeliveryStatus.PENDING,
             attempts=D.c.attempts - 1,
-            next_attempt_at=o.next_attempt_at or now,
+            next_attempt_at=_release_until(o, now),
             dispatched_at=None,
         )
         if o.reason:
@@ -348,6 +364,17 @@ def _finish_one(conn: Connection, o: Outcome, now: datetime) -> bool:
         .values(**values)
     )
     return bool(result.rowcount)
+
+
+def _release_until(o: Outcome, now: datetime) -> Any:
+    until = o.next_attempt_at or now
+    if o.waits_for is None:
+        return until
+    dependency = D.alias("dependency")
+    delivered = exists().where(
+        dependency.c.id == o.waits_for, dependency.c.status == DeliveryStatus.DELIVERED
+    )
+    return case((delivered, now), else_=until)
 
 
 def _attempt_row(o: Outcome) -> dict[str, Any]:
