@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, PendingRollbackError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from eventrelay.models.base import utcnow
@@ -215,7 +215,8 @@ def release(claimed: Sequence[Claimed], wait_seconds: float, reason: str | None)
 
 
 @retry(
-    retry=retry_if_exception_type(DBAPIError),
+    # PendingRollbackError: the connection died inside the transaction; a new one is fine.
+    retry=retry_if_exception_type((DBAPIError, PendingRollbackError)),
     wait=wait_exponential(multiplier=0.5, max=5),
     stop=stop_after_delay(RECORD_RETRY_SECONDS),
     reraise=True,

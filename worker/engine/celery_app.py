@@ -132,4 +132,3 @@ def _eventrelay_logging(**_: Any) -> None:
     from eventrelay.worker.logs import configure
 
     configure(json_lines=get_settings().log_json)
-

@@ -43,11 +43,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-
 from eventrelay.models.session import get_engine
 from eventrelay.worker.config import Settings, get_settings
 from eventrelay.worker.engine.batch import (
+    LIMITER_MAX_WAIT_SECONDS,
+    RECORD_RETRY_SECONDS,
     apply_dependencies,
     claim_limit,
     gate_for,
@@ -102,9 +102,16 @@ class Pump:
         self._vendors: dict[str, _VendorState] = {}
         self._total = 0
         self._held: dict[uuid.UUID, Claimed] = {}
+        self._held_since: dict[uuid.UUID, float] = {}
         self._held_lock = threading.Lock()
         self._outcomes: queue.Queue[list[Outcome]] = queue.Queue()
-        self._pending_outcomes = 0
+        self._max_hold_seconds = (
+            settings.connect_timeout_seconds
+            + settings.read_timeout_seconds
+            + LIMITER_MAX_WAIT_SECONDS
+            + RECORD_RETRY_SECONDS
+            + 30.0
+        )
         self._claiming = True
         self._stopped = threading.Event()
         self._pool = ThreadPoolExecutor(
@@ -298,9 +305,11 @@ class Pump:
     def _claim(self, vendor: str, limit: int) -> list[Claimed]:
         with get_engine().begin() as conn:
             claimed = claim(conn, vendor, [], self.settings.lease_seconds, top_up=limit)
+        now = time.monotonic()
         with self._held_lock:
             for c in claimed:
                 self._held[c.id] = c
+                self._held_since[c.id] = now
         return claimed
 
     def _settle(self, vendor: str, generation: int, limit: int) -> list[Claimed]:
@@ -396,13 +405,15 @@ class Pump:
     def _record(self, batch: list[Outcome]) -> None:
         try:
             result = record_with_retry(get_engine(), batch)
-        except DBAPIError as exc:
-            # Past the retry window: the leases expire and the scheduler takes these back.
-            log.error("could not record %d outcome(s): %s", len(batch), type(exc).__name__)
+        except Exception as exc:
+            # Past the retry window (or a bug): the recorder must live on. These are let go,
+            # so their leases expire and the scheduler takes them back (README, "Guarantees").
+            log.error("could not record %d outcome(s): %s: %s", len(batch), type(exc).__name__, exc)
             result = None
         with self._held_lock:
             for o in batch:
                 self._held.pop(o.claimed.id, None)
+                self._held_since.pop(o.claimed.id, None)
         with self._cond:
             self._cond.notify_all()  # the dispatcher may have waited for the recorder
         if result is None:
@@ -416,8 +427,16 @@ class Pump:
     def _heartbeat_loop(self) -> None:
         every = max(0.2, self.settings.lease_seconds / 3)
         while not self._stopped.wait(every):
+            oldest = time.monotonic() - self._max_hold_seconds
             with self._held_lock:
-                held = [(c.id, c.attempt) for c in self._held.values()]
+                # Renew only what can still be in progress: a delivery held longer than any
+                # request and its recording can take is let go, so a stuck thread or recorder
+                # never keeps a delivery from the rest of the fleet.
+                held = [
+                    (c.id, c.attempt)
+                    for c in self._held.values()
+                    if self._held_since.get(c.id, 0.0) >= oldest
+                ]
             if not held:
                 continue
             try:

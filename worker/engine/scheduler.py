@@ -305,9 +305,7 @@ class Scheduler:
             for vendor in wake:
                 publish(vendor, Lane.FRESH, [])
         except Exception as exc:
-            log.warning(
-                "broker unavailable (%s); will publish on a later tick", type(exc).__name__
-            )
+            log.warning("broker unavailable (%s); will publish on a later tick", type(exc).__name__)
             if rows:
                 with engine.begin() as conn:
                     mark_unpublished(conn, [r[0] for r in rows])

@@ -30,6 +30,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.exc import DBAPIError, PendingRollbackError
 
 from eventrelay.models.base import utcnow
 from eventrelay.models.delivery import (
@@ -291,13 +292,23 @@ def _run_hook(conn: Connection, hook: Callable[[Connection, Outcome], None], o: 
     try:
         with conn.begin_nested():
             hook(conn, o)
+    except PendingRollbackError:
+        raise  # the connection is gone, not the hook: the whole record is retried
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise
+        _log_hook_failure(o)
     except Exception:
-        log.exception(
-            "delivery %s (%s %s): recorded delivered; keeping what the vendor returned failed",
-            o.claimed.id,
-            o.claimed.vendor,
-            o.claimed.operation,
-        )
+        _log_hook_failure(o)
+
+
+def _log_hook_failure(o: Outcome) -> None:
+    log.exception(
+        "delivery %s (%s %s): recorded delivered; keeping what the vendor returned failed",
+        o.claimed.id,
+        o.claimed.vendor,
+        o.claimed.operation,
+    )
 
 
 def _finish_delivered(
