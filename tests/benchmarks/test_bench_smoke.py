@@ -4,33 +4,18 @@ It asserts nothing about speed (the machine is shared); the full run's table is 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.benchmarks.smoke import run_smoke
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
 def test_benchmark_smoke_run_produces_its_table_json_and_chart(tmp_path: Path) -> None:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("EVENTRELAY_", "BOTSI_", "VTCDN_", "INFOBIP_", "GRAVITYFIELD_"))
-    }
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.benchmarks.bench", "--smoke", "--out", str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_smoke("tests.benchmarks.bench", tmp_path, timeout=900)
     figures = json.loads((tmp_path / "bench.json").read_text())
     for section in (
         "ceiling",
