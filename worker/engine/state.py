@@ -357,8 +357,18 @@ def _finish_one(conn: Connection, o: Outcome, now: datetime) -> bool:
             dispatched_at=None,
             lane=Lane.RETRY,
         )
+    elif o.kind is AttemptOutcome.PARKED:
+        # The request was made (its attempt row keeps its number: numbers never repeat), but
+        # a refused key is not the job's fault: the budget's window moves past it.
+        values.update(
+            status=DeliveryStatus.PENDING,
+            window_base_attempts=D.c.window_base_attempts + 1,
+            next_attempt_at=o.next_attempt_at or now,
+            dispatched_at=None,
+            reason=o.reason,
+        )
     else:
-        # Released (vendor parked, dependency pending, limiter busy): the attempt is not spent.
+        # Released (dependency pending, limiter busy, nothing sent): the attempt is not spent.
         values.update(
             status=DeliveryStatus.PENDING,
             attempts=D.c.attempts - 1,
