@@ -221,18 +221,6 @@ def dependency_states(
     return {r.id: (DeliveryStatus(r.status), r.reason) for r in rows}
 
 
-def defer(conn: Connection, vendor: str, ids: Sequence[uuid.UUID], until: datetime) -> int:
-    """Push pending deliveries to `until` without spending attempts (vendor gated)."""
-    if not ids:
-        return 0
-    result = conn.execute(
-        update(D)
-        .where(D.c.id.in_(ids), D.c.vendor == vendor, D.c.status == DeliveryStatus.PENDING)
-        .values(next_attempt_at=until, dispatched_at=None, updated_at=utcnow())
-    )
-    return int(result.rowcount or 0)
-
-
 @dataclass
 class Recorded:
     """Which outcomes took effect (the others lost their lease to another worker)."""
