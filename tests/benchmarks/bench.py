@@ -217,6 +217,19 @@ class Fleet:
             self.stop(proc)
 
 
+def start_mock(fleet: Fleet) -> None:
+    """The mock vendor server as its own process, once it answers its health check."""
+    fleet.start(
+        [sys.executable, "-m", "eventrelay", "mock-vendors", "--port", str(MOCK_PORT)], "mock"
+    )
+    for _ in range(100):
+        try:
+            requests.get(f"{MOCK}/_mock/health", timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+
+
 def wait_worker_ready(
     fleet: Fleet, broker_url: str, proc: subprocess.Popen[bytes], timeout: float = 60
 ) -> None:
@@ -541,15 +554,7 @@ def main(argv: list[str] | None = None) -> int:
 
     reset_state()
     fleet = Fleet(out, args.concurrency)
-    fleet.start(
-        [sys.executable, "-m", "eventrelay", "mock-vendors", "--port", str(MOCK_PORT)], "mock"
-    )
-    for _ in range(100):
-        try:
-            requests.get(f"{MOCK}/_mock/health", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
+    start_mock(fleet)
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "concurrency": args.concurrency}
     series: dict[str, list[tuple[float, str]]] = {}
     if args.only_drain:

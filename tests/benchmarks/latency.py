@@ -28,13 +28,13 @@ import requests
 from tests.benchmarks.bench import (
     ENV,
     MOCK,
-    MOCK_PORT,
     ROOT,
     Fleet,
     deliveries_at,
     mock_reset,
     naive_request,
     reset_state,
+    start_mock,
 )
 
 LATENCIES_MS = (0, 20, 100, 500)
@@ -149,15 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     reset_state()
     fleet = Fleet(out, 2)
-    fleet.start(
-        [sys.executable, "-m", "eventrelay", "mock-vendors", "--port", str(MOCK_PORT)], "mock"
-    )
-    for _ in range(100):
-        try:
-            requests.get(f"{MOCK}/_mock/health", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
+    start_mock(fleet)
     rows: list[dict[str, Any]] = []
     try:
         for latency in latencies:
