@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 from sqlalchemy import Connection
 
 from eventrelay.models import Base
+from eventrelay.models.partitions import is_partition_name
 from eventrelay.models.session import get_engine
 
 config = context.config
@@ -21,10 +24,18 @@ def _url() -> str:
     return get_settings().database_url
 
 
+def _include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    # Partitions are made and dropped at run time (models/partitions.py), not by migrations.
+    if type_ == "table":
+        return not is_partition_name(name)
+    return True
+
+
 def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        include_name=_include_name,
         # SQLite cannot ALTER most things: batch mode copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,

@@ -1,6 +1,7 @@
 """eventrelay's tables (SQLAlchemy 2.0). Every change here needs an Alembic revision."""
 
 from eventrelay.models.base import Base
+from eventrelay.models.counters import DeliveryCounter
 from eventrelay.models.delivery import Attempt, AttemptOutcome, Delivery, DeliveryStatus, Lane
 from eventrelay.models.idempotency import IdempotencyKey
 from eventrelay.models.identity import BotsiProfile
@@ -11,6 +12,7 @@ __all__ = [
     "Base",
     "BotsiProfile",
     "Delivery",
+    "DeliveryCounter",
     "DeliveryStatus",
     "IdempotencyKey",
     "Lane",

@@ -53,6 +53,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
+# `archived_at` of rows that are not history (pending, delivering, dead): a far-future instant
+# rather than NULL or 'infinity', so that it is a plain value on SQLite too and can bound the
+# one PostgreSQL partition that holds live work.
+LIVE = datetime(9999, 12, 31, tzinfo=UTC)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -7,11 +7,11 @@ import uuid
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Table, Text, Uuid, text
+from sqlalchemy import DDL, JSON, Index, Integer, String, Table, Text, Uuid, event, text
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from eventrelay.models.base import Base, UTCDateTime, new_id, utcnow
+from eventrelay.models.base import LIVE, Base, UTCDateTime, new_id, utcnow
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -46,10 +46,21 @@ def _values(cls: type[enum.Enum]) -> list[str]:
     return [str(m.value) for m in cls]
 
 
+# Finished history is kept apart from live work by `archived_at`, the tables' partition key on
+# PostgreSQL (README, "Retention"): LIVE for pending, delivering and dead rows, which retention
+# never removes; the moment a delivery was delivered or suppressed for the rest, so a day of
+# history is one partition, removed by dropping it. The key is part of each primary key
+# because PostgreSQL wants it in every unique index of a partitioned table, and for the same
+# reason there are no foreign keys between these tables (the code keeps them consistent: a
+# delivery's attempts always carry its `archived_at`).
+PARTITIONED_BY = "RANGE (archived_at)"
+
+
 class Delivery(Base):
     __tablename__ = "deliveries"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    archived_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True, default=LIVE)
     vendor: Mapped[str] = mapped_column(String(64))
     operation: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -57,9 +68,8 @@ class Delivery(Base):
     # The vendor's notion of "the user" (e.g. Botsi customerUserId), for ordering rules.
     user_ref: Mapped[str | None] = mapped_column(String(255))
     # Must wait until this delivery is delivered (Botsi: an event waits for its profile).
-    depends_on: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("deliveries.id", ondelete="SET NULL")
-    )
+    # (A missing one, removed by retention or `dlq purge`, is waited for no longer.)
+    depends_on: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     status: Mapped[DeliveryStatus] = mapped_column(
         _enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.PENDING
@@ -85,9 +95,9 @@ class Delivery(Base):
     attempt_history: Mapped[list[Attempt]] = relationship(
         back_populates="delivery",
         lazy="raise",
+        primaryjoin="Delivery.id == foreign(Attempt.delivery_id)",
         order_by="Attempt.number",
-        cascade="all, delete-orphan",
-        passive_deletes=True,
+        viewonly=True,
     )
 
     __table_args__ = (
@@ -110,16 +120,20 @@ class Delivery(Base):
         ),
         Index("ix_deliveries_depends_on", "depends_on"),
         Index("ix_deliveries_vendor_user_ref", "vendor", "user_ref"),
+        # retention's batched DELETE on SQLite, and the oldest kept history row
+        Index("ix_deliveries_archived_at", "archived_at"),
+        {"postgresql_partition_by": PARTITIONED_BY},
     )
 
 
 class Attempt(Base):
     __tablename__ = "delivery_attempts"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    delivery_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("deliveries.id", ondelete="CASCADE")
-    )
+    # A UUIDv7 made here, not a sequence: SQLite cannot autoincrement a two-column key.
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    # Always its delivery's `archived_at`: attempts leave with their delivery.
+    archived_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True, default=LIVE)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     number: Mapped[int] = mapped_column(Integer)
     outcome: Mapped[AttemptOutcome] = mapped_column(_enum(AttemptOutcome, "attempt_outcome"))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -129,10 +143,35 @@ class Attempt(Base):
     # Redacted and truncated: never a secret, never more than a few hundred characters.
     response_excerpt: Mapped[str | None] = mapped_column(Text)
 
-    delivery: Mapped[Delivery] = relationship(back_populates="attempt_history", lazy="raise")
+    delivery: Mapped[Delivery] = relationship(
+        back_populates="attempt_history",
+        lazy="raise",
+        primaryjoin="foreign(Attempt.delivery_id) == Delivery.id",
+        viewonly=True,
+    )
 
-    __table_args__ = (Index("ix_delivery_attempts_delivery_id", "delivery_id", "number"),)
+    __table_args__ = (
+        Index("ix_delivery_attempts_delivery_id", "delivery_id", "number"),
+        Index("ix_delivery_attempts_archived_at", "archived_at"),
+        {"postgresql_partition_by": PARTITIONED_BY},
+    )
 
+
+PARTITIONED_TABLES = ("deliveries", "delivery_attempts")
+
+
+def live_partition_ddl(table: str) -> DDL:
+    """The partition of live rows, made with its table (Alembic's and `create_all`'s alike)."""
+    return DDL(  # type: ignore[no-untyped-call]
+        f"CREATE TABLE IF NOT EXISTS {table}_live PARTITION OF {table} "
+        f"FOR VALUES FROM ('{LIVE.isoformat()}') TO (MAXVALUE)"
+    )
+
+
+for _table in (cast(Table, Delivery.__table__), cast(Table, Attempt.__table__)):
+    event.listen(
+        _table, "after_create", live_partition_ddl(_table.name).execute_if(dialect="postgresql")
+    )
 
 # Typed handles for Core statements on the hot paths.
 DELIVERIES = cast(Table, Delivery.__table__)

@@ -107,7 +107,8 @@ def clean(database_url: str, redis_client: Any, mock_vendors: Any) -> Iterator[N
             with get_engine().begin() as conn:
                 conn.execute(
                     text(
-                        "TRUNCATE delivery_attempts, deliveries, idempotency_keys, botsi_profiles CASCADE"
+                        "TRUNCATE delivery_attempts, deliveries, idempotency_keys, botsi_profiles, "
+                        "delivery_counters CASCADE"
                     )
                 )
             break

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventrelay.worker.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "sqlite:///eventrelay.db"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+MAX_PARTITIONS = 1000
 
 
 def is_redis_url(url: str) -> bool:
@@ -62,8 +63,25 @@ class Settings(BaseSettings):
     # (its message may have been lost with the broker).
     redispatch_after_seconds: float = Field(default=300.0, gt=0)
     scheduler_interval_seconds: float = Field(default=1.0, gt=0)
+    # Delivered and suppressed deliveries (and their attempts) are removed this long after they
+    # finished; dead letters and pending work never are. See README, "Retention".
+    retention_seconds: float = Field(default=30 * 24 * 3600, gt=0)
+    # PostgreSQL: history is kept in one partition per this much time, so removing it is a
+    # DROP, never a DELETE; rows stay up to one interval past the retention.
+    partition_seconds: float = Field(default=24 * 3600, ge=1)
 
     log_json: bool = False
+
+    @model_validator(mode="after")
+    def _partitions_stay_few(self) -> Settings:
+        # Every partition costs the planner on each statement that reads all history.
+        if self.retention_seconds / self.partition_seconds > MAX_PARTITIONS:
+            raise ValueError(
+                f"EVENTRELAY_RETENTION_SECONDS / EVENTRELAY_PARTITION_SECONDS is "
+                f"{self.retention_seconds / self.partition_seconds:.0f}: that many partitions per "
+                f"table is too many (at most {MAX_PARTITIONS}); raise EVENTRELAY_PARTITION_SECONDS"
+            )
+        return self
 
     @property
     def effective_redis_url(self) -> str | None:
@@ -87,6 +105,8 @@ def get_settings() -> Settings:
     except ValidationError as exc:
         problems = "; ".join(
             f"EVENTRELAY_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else str(err["msg"]).removeprefix("Value error, ")  # a rule over several settings
             for err in exc.errors(include_url=False, include_input=False)
         )
         first = exc.errors()[0]["loc"] if exc.errors() else ()

@@ -21,6 +21,7 @@ from eventrelay.models.base import utcnow
 from eventrelay.models.delivery import AttemptOutcome, DeliveryStatus
 from eventrelay.models.session import get_engine
 from eventrelay.worker.config import Settings, get_settings
+from eventrelay.worker.engine import retention
 from eventrelay.worker.engine.retry import RetryPolicy
 from eventrelay.worker.engine.state import (
     Claimed,
@@ -227,8 +228,15 @@ def record_with_retry(engine: Engine, outcomes: list[Outcome]) -> Recorded:
     The vendors have answered: losing this write would mean sending again. A database restart
     costs a few seconds of retrying here; past that the lease expiry takes over.
     """
-    with engine.begin() as conn:
-        return record(conn, outcomes, on_delivered=_on_delivered, follows=_is_followed)
+    settings = get_settings()
+    retention.ensure_history_partition(engine, settings)
+    try:
+        with engine.begin() as conn:
+            return record(conn, outcomes, on_delivered=_on_delivered, follows=_is_followed)
+    except DBAPIError as exc:
+        if retention.is_missing_partition(exc):
+            retention.forget_partitions(engine)  # made again on the retry
+        raise
 
 
 def _on_delivered(conn: Connection, o: Outcome) -> None:

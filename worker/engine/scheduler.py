@@ -25,8 +25,9 @@ from eventrelay.models.idempotency import IDEMPOTENCY_KEYS
 from eventrelay.models.session import get_engine
 from eventrelay.models.sql import pick_locked
 from eventrelay.worker.config import Settings, get_settings, is_redis_url
+from eventrelay.worker.engine import retention
 from eventrelay.worker.engine.retry import RetryPolicy
-from eventrelay.worker.engine.state import recover_expired_leases
+from eventrelay.worker.engine.state import IS_LIVE, recover_expired_leases
 from eventrelay.worker.fleet import breaker, keys
 from eventrelay.worker.fleet.queues import vendor_queues
 from eventrelay.worker.producer.outbox import mark_unpublished, purge_expired_keys
@@ -62,6 +63,7 @@ class TickSummary:
     woken: int = 0  # vendors sent a drain message (lost messages, a dead pump, a reset)
     unstranded: int = 0  # deliveries whose dependency was delivered while they were released
     broker_reset: bool = False
+    retention_pass: retention.RetentionSummary | None = None  # when this tick ran a retention pass
 
 
 def queue_depths(broker_url: str) -> dict[str, int] | None:
@@ -112,6 +114,7 @@ def dispatch_due(
     due = (
         select(D.c.id)
         .where(
+            IS_LIVE,
             D.c.status == DeliveryStatus.PENDING,
             D.c.next_attempt_at <= now,
             D.c.dispatched_at.is_(None),
@@ -123,7 +126,7 @@ def dispatch_due(
         due = due.where(D.c.vendor.not_in(blocked_vendors))
     rows = conn.execute(
         update(D)
-        .where(D.c.id.in_(pick_locked(conn, due)), D.c.status == DeliveryStatus.PENDING)
+        .where(D.c.id.in_(pick_locked(conn, due)), IS_LIVE, D.c.status == DeliveryStatus.PENDING)
         .values(dispatched_at=now)
         .returning(D.c.id, D.c.vendor, D.c.lane)
     ).all()
@@ -147,6 +150,7 @@ def wake_stranded_dependents(conn: Connection, vendors: list[str]) -> int:
     stranded = (
         select(D.c.id)
         .where(
+            IS_LIVE,
             D.c.vendor.in_(vendors),
             D.c.status == DeliveryStatus.PENDING,
             D.c.next_attempt_at > now,
@@ -163,6 +167,7 @@ def wake_stranded_dependents(conn: Connection, vendors: list[str]) -> int:
         update(D)
         .where(
             D.c.id.in_(pick_locked(conn, stranded, name="stranded")),
+            IS_LIVE,
             D.c.status == DeliveryStatus.PENDING,
         )
         .values(next_attempt_at=now, dispatched_at=None, updated_at=now)
@@ -176,6 +181,7 @@ def has_stale_due(conn: Connection, vendor: str, older_than_seconds: float) -> b
     row = conn.execute(
         select(D.c.id)
         .where(
+            IS_LIVE,
             D.c.status == DeliveryStatus.PENDING,
             D.c.dispatched_at < now - timedelta(seconds=older_than_seconds),
             D.c.vendor == vendor,
@@ -255,6 +261,7 @@ class Scheduler:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self._last_cleanup = 0.0
+        self._last_retention = 0.0
         self.stop_event = threading.Event()
 
     def _budget_spent(self, vendor: str, attempt: int, window_started_at: datetime) -> str | None:
@@ -315,6 +322,12 @@ class Scheduler:
         if time.monotonic() - self._last_cleanup > CLEANUP_EVERY_SECONDS:
             self._last_cleanup = time.monotonic()
             summary.keys_purged = purge_keys(engine.begin)
+        if time.monotonic() - self._last_retention > retention.every_seconds(self.settings):
+            self._last_retention = time.monotonic()
+            try:
+                summary.retention_pass = retention.run(engine, self.settings)
+            except Exception as exc:  # a lock not granted, the database away: next time
+                log.warning("retention pass failed (%s: %s)", type(exc).__name__, exc)
         if summary.unstranded:
             log.info(
                 "scheduler: %d deliveries waited for a dependency already delivered; due now",

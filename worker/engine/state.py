@@ -32,7 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, PendingRollbackError
 
-from eventrelay.models.base import utcnow
+from eventrelay.models.base import LIVE, new_id, utcnow
+from eventrelay.models.counters import add_to_counters
 from eventrelay.models.delivery import (
     ATTEMPTS,
     DELIVERIES,
@@ -41,6 +42,7 @@ from eventrelay.models.delivery import (
     Lane,
 )
 from eventrelay.models.sql import pick_locked
+from eventrelay.worker.engine.counting import Deltas
 
 log = logging.getLogger("eventrelay.worker")
 
@@ -49,6 +51,10 @@ A = ATTEMPTS
 
 # Worker and producer clocks may disagree a little; a fresh job must still be claimable.
 CLAIM_CLOCK_SKEW_SECONDS = 2.0
+
+# Every statement on live work says so: on PostgreSQL it then reads only the live partition,
+# never the history (README, "Retention").
+IS_LIVE = D.c.archived_at == LIVE
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,7 @@ def _claim(
         extra = (
             select(D.c.id)
             .where(
+                IS_LIVE,
                 D.c.vendor == vendor,
                 D.c.status == DeliveryStatus.PENDING,
                 D.c.lane == lane,
@@ -153,6 +160,7 @@ def _claim(
         update(D)
         .where(
             wanted,
+            IS_LIVE,
             D.c.vendor == vendor,
             D.c.status == DeliveryStatus.PENDING,
             D.c.next_attempt_at <= now + timedelta(seconds=CLAIM_CLOCK_SKEW_SECONDS),
@@ -204,6 +212,7 @@ def renew_leases(
         update(D)
         .where(
             tuple_(D.c.id, D.c.attempts).in_(list(held)),
+            IS_LIVE,
             D.c.status == DeliveryStatus.DELIVERING,
         )
         .values(lease_expires_at=lease_expiry(conn, lease_seconds))
@@ -249,6 +258,15 @@ def record(
         won = _finish_delivered(conn, delivered, now)
         for o in delivered:
             (done.applied if o.claimed.id in won else done.zombies).append(o)
+        # Earlier attempts leave the live rows with their delivery (a first attempt, the
+        # common case, has none).
+        retried = [o.claimed.id for o in delivered if o.claimed.id in won and o.claimed.attempt > 1]
+        if retried:
+            conn.execute(
+                update(A)
+                .where(A.c.delivery_id.in_(retried), A.c.archived_at == LIVE)
+                .values(archived_at=now)
+            )
     for o in outcomes:
         if o.kind is AttemptOutcome.DELIVERED:
             continue
@@ -258,7 +276,7 @@ def record(
             done.zombies.append(o)
     history = [o for o in done.applied if o.kind is not None]
     if history:
-        conn.execute(insert(A), [_attempt_row(o) for o in history])
+        conn.execute(insert(A), [_attempt_row(o, now) for o in history])
     woken_from = [
         o.claimed.id
         for o in done.applied
@@ -270,7 +288,20 @@ def record(
                 _run_hook(conn, on_delivered, o)
     if woken_from:
         done.woken = wake_dependents(conn, woken_from, now)
+    add_to_counters(conn, _deltas(history, now))  # last: its rows stay locked until commit
     return done
+
+
+def _deltas(history: Sequence[Outcome], now: datetime) -> Deltas:
+    deltas = Deltas()
+    for o in history:
+        assert o.kind is not None
+        deltas.attempt(o.claimed.vendor, o.kind)
+        if o.kind is AttemptOutcome.DELIVERED:
+            deltas.delivered(o.claimed.vendor, o.claimed.id, now)
+        elif o.kind is AttemptOutcome.DEAD:
+            deltas.dead(o.claimed.vendor)
+    return deltas
 
 
 def _run_hook(conn: Connection, hook: Callable[[Connection, Outcome], None], o: Outcome) -> None:
@@ -314,9 +345,12 @@ def _finish_delivered(
                 tuple_(D.c.id, D.c.attempts).in_(
                     [(o.claimed.id, o.claimed.attempt) for o in group]
                 ),
+                IS_LIVE,
                 D.c.status == DeliveryStatus.DELIVERING,
             )
             .values(
+                # Moves the row into history: on PostgreSQL, into the partition of `now`.
+                archived_at=now,
                 status=DeliveryStatus.DELIVERED,
                 lease_expires_at=None,
                 reason=None,
@@ -368,7 +402,12 @@ def _finish_one(conn: Connection, o: Outcome, now: datetime) -> bool:
     result = conn.execute(
         update(D)
         .where(
-            and_(D.c.id == c.id, D.c.attempts == c.attempt, D.c.status == DeliveryStatus.DELIVERING)
+            and_(
+                D.c.id == c.id,
+                IS_LIVE,
+                D.c.attempts == c.attempt,
+                D.c.status == DeliveryStatus.DELIVERING,
+            )
         )
         .values(**values)
     )
@@ -386,8 +425,10 @@ def _release_until(o: Outcome, now: datetime) -> Any:
     return case((delivered, now), else_=until)
 
 
-def _attempt_row(o: Outcome) -> dict[str, Any]:
+def _attempt_row(o: Outcome, now: datetime) -> dict[str, Any]:
     return {
+        "id": new_id(),
+        "archived_at": now if o.kind is AttemptOutcome.DELIVERED else LIVE,
         "delivery_id": o.claimed.id,
         "number": o.claimed.attempt,
         "outcome": o.kind,
@@ -405,7 +446,7 @@ def wake_dependents(
     """Make deliveries waiting on these ones due now; returns what to publish."""
     rows = conn.execute(
         update(D)
-        .where(D.c.depends_on.in_(delivered_ids), D.c.status == DeliveryStatus.PENDING)
+        .where(D.c.depends_on.in_(delivered_ids), IS_LIVE, D.c.status == DeliveryStatus.PENDING)
         .values(next_attempt_at=now, dispatched_at=now, updated_at=now)
         .returning(D.c.id, D.c.vendor, D.c.lane)
     ).all()
@@ -426,7 +467,9 @@ def recover_expired_leases(
     now = utcnow()
     expired = (
         select(D.c.id, D.c.vendor, D.c.attempts, D.c.window_started_at, D.c.window_base_attempts)
-        .where(D.c.status == DeliveryStatus.DELIVERING, D.c.lease_expires_at < db_now(conn))
+        .where(
+            IS_LIVE, D.c.status == DeliveryStatus.DELIVERING, D.c.lease_expires_at < db_now(conn)
+        )
         .limit(limit)
     )
     if conn.dialect.name == "postgresql":
@@ -441,7 +484,7 @@ def recover_expired_leases(
         and (why := give_up(r.vendor, r.attempts - r.window_base_attempts, r.window_started_at))
     }
     back = [r for r in rows if r.id not in reasons]
-    held = (D.c.status == DeliveryStatus.DELIVERING, D.c.lease_expires_at < db_now(conn))
+    held = (IS_LIVE, D.c.status == DeliveryStatus.DELIVERING, D.c.lease_expires_at < db_now(conn))
     if back:
         conn.execute(
             update(D)
@@ -460,7 +503,11 @@ def recover_expired_leases(
         lost_before: dict[uuid.UUID, int] = dict(
             conn.execute(
                 select(A.c.delivery_id, func.count())
-                .where(A.c.delivery_id.in_(list(reasons)), A.c.outcome == AttemptOutcome.LOST)
+                .where(
+                    A.c.delivery_id.in_(list(reasons)),
+                    A.c.archived_at == LIVE,
+                    A.c.outcome == AttemptOutcome.LOST,
+                )
                 .group_by(A.c.delivery_id)
             ).all()
         )
@@ -481,6 +528,8 @@ def recover_expired_leases(
         insert(A),
         [
             {
+                "id": new_id(),
+                "archived_at": LIVE,
                 "delivery_id": r.id,
                 "number": r.attempts,
                 "outcome": AttemptOutcome.LOST,
@@ -491,4 +540,10 @@ def recover_expired_leases(
             for r in rows
         ],
     )
+    deltas = Deltas()
+    for r in rows:
+        deltas.attempt(r.vendor, AttemptOutcome.LOST)
+        if r.id in reasons:
+            deltas.dead(r.vendor)
+    add_to_counters(conn, deltas)
     return [(r.id, r.vendor, r.attempts) for r in back]

@@ -276,6 +276,7 @@ def status(as_json: bool) -> None:
     """Deliveries per vendor and state, oldest pending age, queue depths, circuit state."""
     from eventrelay.models.session import get_engine
     from eventrelay.worker.config import get_settings
+    from eventrelay.worker.engine.retention import describe
     from eventrelay.worker.engine.scheduler import queue_depths
     from eventrelay.worker.fleet.queues import vendor_queues
     from eventrelay.worker.ops.operations import status_counts
@@ -283,11 +284,16 @@ def status(as_json: bool) -> None:
     settings = get_settings()
     with get_engine().connect() as conn:
         vendors = status_counts(conn)
+        retention = describe(conn, settings)
     depths = queue_depths(settings.broker_url)
     for name, entry in vendors.items():
         entry["queues"] = {q: (depths or {}).get(q) for q in vendor_queues(name)}
         entry.update(_circuit(name, settings.effective_redis_url))
-    data = {"generated_at": datetime.now(UTC).isoformat(), "vendors": vendors}
+    data = {
+        "generated_at": datetime.now(UTC).isoformat(),
+        "vendors": vendors,
+        "retention": retention,
+    }
     if as_json:
         _print_json(data)
         return
@@ -331,6 +337,20 @@ def status(as_json: bool) -> None:
     console.print(table)
     for note in notes:
         console.print(note, soft_wrap=True)
+    console.print(_retention_text(retention))
+
+
+def _retention_text(info: dict[str, Any]) -> str:
+    from eventrelay.worker.ops.operations import format_duration
+
+    text = f"history: delivered and suppressed kept {format_duration(info['retention_seconds'])}"
+    if "partition_seconds" in info:
+        text += (
+            f" (in {info['history_partitions']} partitions of "
+            f"{format_duration(info['partition_seconds'])})"
+        )
+    oldest = info["oldest_row_created_at"]
+    return text + (f"; oldest row kept: {oldest[:19]}Z" if oldest else "; no rows")
 
 
 STATUS_COLUMNS: tuple[tuple[str, Literal["left", "right"]], ...] = (

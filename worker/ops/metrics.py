@@ -1,9 +1,10 @@
 """Prometheus metrics, read from the database and Redis at scrape time.
 
 Workers are prefork processes that come and go, so counters kept in their memory would be
-partial and reset on restart. The truth is in PostgreSQL (deliveries, attempts) and Redis
-(queues, circuit state): one exporter process reads it when scraped, and every number is
-correct for the whole fleet however many workers run.
+partial and reset on restart. The truth is in the database (running totals written in the
+same transactions as the deliveries, and the live rows) and Redis (queues, circuit state): one
+exporter process reads it when scraped, and every number is correct for the whole fleet
+however many workers run.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from prometheus_client.core import (
@@ -19,45 +21,29 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import Connection, case, func, literal, select
+from sqlalchemy import Connection
 
-from eventrelay.models.delivery import ATTEMPTS, DELIVERIES, DeliveryStatus
+from eventrelay.models.counters import read_counters
+from eventrelay.models.delivery import DELIVERIES, DeliveryStatus
 from eventrelay.models.session import get_engine
 from eventrelay.worker.config import Settings, get_settings
+from eventrelay.worker.engine import counting
+from eventrelay.worker.ops.operations import status_counts
 from eventrelay.worker.vendors import vendor_names
 
 log = logging.getLogger("eventrelay.metrics")
 
-LATENCY_BUCKETS_SECONDS = (
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-    10,
-    30,
-    60,
-    300,
-    1800,
-    3600,
-    86400,
-)
 CIRCUIT_STATES = ("closed", "open", "half-open", "cooling", "parked")
-D, A = DELIVERIES, ATTEMPTS
-
-
-def _latency_seconds(conn: Connection) -> Any:
-    if conn.dialect.name == "postgresql":
-        return func.extract("epoch", D.c.finished_at - D.c.created_at)
-    return (func.julianday(D.c.finished_at) - func.julianday(D.c.created_at)) * literal(86400.0)
+D = DELIVERIES
 
 
 class EventRelayCollector(Collector):
-    """Collects every eventrelay metric in one pass over the database and Redis."""
+    """Collects every eventrelay metric in one pass over the database and Redis.
+
+    Nothing here scans history: finished deliveries, attempts and the latency histogram are
+    running totals kept as deliveries finish (`delivery_counters`), live states are counted in
+    the live rows only, and the oldest row is an index's first entry.
+    """
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
@@ -65,9 +51,11 @@ class EventRelayCollector(Collector):
     def collect(self) -> Iterator[Any]:
         started = time.perf_counter()
         with get_engine().connect() as conn:
+            totals = read_counters(conn)
             yield from self._deliveries(conn)
-            yield from self._attempts(conn)
-            yield from self._latency(conn)
+            yield from self._attempts(totals)
+            yield from self._latency(totals)
+            yield from self._retention(conn)
         yield from self._redis()
         scrape = GaugeMetricFamily(
             "eventrelay_scrape_duration_seconds", "Time taken to collect eventrelay metrics"
@@ -77,62 +65,81 @@ class EventRelayCollector(Collector):
 
     def _deliveries(self, conn: Connection) -> Iterator[Any]:
         by_state = GaugeMetricFamily(
-            "eventrelay_deliveries", "Deliveries by vendor and state", labels=["vendor", "state"]
+            "eventrelay_deliveries",
+            "Deliveries by vendor and state (delivered and suppressed: totals since the "
+            "database was made, not lowered by retention)",
+            labels=["vendor", "state"],
         )
         dead = GaugeMetricFamily(
             "eventrelay_dead_letters",
             "Dead-lettered deliveries waiting for replay or purge",
             labels=["vendor"],
         )
-        counts = {(v, s.value): 0 for v in vendor_names() for s in DeliveryStatus}
-        for vendor, status, count in conn.execute(
-            select(D.c.vendor, D.c.status, func.count()).group_by(D.c.vendor, D.c.status)
-        ):
-            counts[(vendor, str(status))] = count
-        for (vendor, state), count in sorted(counts.items()):
-            by_state.add_metric([vendor, state], count)
-            if state == DeliveryStatus.DEAD.value:
-                dead.add_metric([vendor], count)
+        vendors = status_counts(conn)
+        for vendor, entry in sorted(vendors.items()):
+            for state, count in sorted(entry["counts"].items()):
+                by_state.add_metric([vendor, state], count)
+            dead.add_metric([vendor], entry["counts"][DeliveryStatus.DEAD.value])
         yield by_state
         yield dead
 
-    def _attempts(self, conn: Connection) -> Iterator[Any]:
+    def _attempts(self, totals: dict[tuple[str, str], int]) -> Iterator[Any]:
         attempts = CounterMetricFamily(
             "eventrelay_attempts",
             "Delivery attempts by vendor and outcome",
             labels=["vendor", "outcome"],
         )
-        for vendor, outcome, count in conn.execute(
-            select(D.c.vendor, A.c.outcome, func.count())
-            .select_from(A.join(D, D.c.id == A.c.delivery_id))
-            .group_by(D.c.vendor, A.c.outcome)
-        ):
-            attempts.add_metric([vendor, str(outcome)], count)
+        prefix = counting.attempts_name("")
+        for (vendor, name), value in sorted(totals.items()):
+            if name.startswith(prefix):
+                attempts.add_metric([vendor, name.removeprefix(prefix)], value)
         yield attempts
 
-    def _latency(self, conn: Connection) -> Iterator[Any]:
-        latency = _latency_seconds(conn)
-        columns = [
-            func.sum(case((latency <= bound, 1), else_=0)) for bound in LATENCY_BUCKETS_SECONDS
-        ]
+    def _latency(self, totals: dict[tuple[str, str], int]) -> Iterator[Any]:
         histogram = HistogramMetricFamily(
             "eventrelay_delivery_latency_seconds",
             "From accepted to delivered, per vendor",
             labels=["vendor"],
         )
-        rows = conn.execute(
-            select(D.c.vendor, func.count(), func.sum(latency), *columns)
-            .where(D.c.status == DeliveryStatus.DELIVERED, D.c.finished_at.is_not(None))
-            .group_by(D.c.vendor)
-        )
-        for vendor, count, total, *bucket_counts in rows:
-            buckets = [
-                (str(b), float(c or 0))
-                for b, c in zip(LATENCY_BUCKETS_SECONDS, bucket_counts, strict=True)
+        bounds = counting.LATENCY_BUCKETS_SECONDS
+        for vendor in sorted({v for v, _ in totals}):
+            per_bucket = [
+                totals.get((vendor, counting.latency_bucket_name(i)), 0)
+                for i in range(len(bounds) + 1)
             ]
-            buckets.append(("+Inf", float(count)))
-            histogram.add_metric([vendor], buckets, float(total or 0))
+            if not any(per_bucket):
+                continue
+            cumulative, buckets = 0, []
+            for bound, n in zip([*map(str, bounds), "+Inf"], per_bucket, strict=True):
+                cumulative += n
+                buckets.append((bound, float(cumulative)))
+            total_ms = totals.get((vendor, counting.LATENCY_SUM_MS), 0)
+            histogram.add_metric([vendor], buckets, total_ms / 1000)
         yield histogram
+
+    def _retention(self, conn: Connection) -> Iterator[Any]:
+        from eventrelay.worker.engine.retention import describe
+
+        info = describe(conn, self.settings)
+        kept = GaugeMetricFamily(
+            "eventrelay_retention_seconds",
+            "How long delivered and suppressed deliveries are kept (EVENTRELAY_RETENTION_SECONDS)",
+        )
+        kept.add_metric([], info["retention_seconds"])
+        yield kept
+        oldest = GaugeMetricFamily(
+            "eventrelay_oldest_row_timestamp_seconds",
+            "When the oldest delivery still in the database was accepted (Unix time)",
+        )
+        if info["oldest_row_created_at"]:
+            oldest.add_metric([], datetime.fromisoformat(info["oldest_row_created_at"]).timestamp())
+        yield oldest
+        if "history_partitions" in info:
+            parts = GaugeMetricFamily(
+                "eventrelay_history_partitions", "PostgreSQL partitions holding history"
+            )
+            parts.add_metric([], info["history_partitions"])
+            yield parts
 
     def _redis(self) -> Iterator[Any]:
         from eventrelay.worker.engine.scheduler import queue_depths

@@ -15,8 +15,10 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from eventrelay.models.base import utcnow
+from eventrelay.models.base import LIVE, utcnow
+from eventrelay.models.counters import read_counters
 from eventrelay.models.delivery import ATTEMPTS, DELIVERIES, DeliveryStatus, Lane
+from eventrelay.worker.engine import counting
 from eventrelay.worker.errors import DeliveryNotFound, EventRelayError
 
 D = DELIVERIES
@@ -34,30 +36,57 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
+def format_duration(seconds: float) -> str:
+    """The largest unit that divides `seconds` evenly: 2592000 → '30d', 90 → '90s'."""
+    for unit in ("w", "d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+LIVE_STATES = (DeliveryStatus.PENDING, DeliveryStatus.DELIVERING, DeliveryStatus.DEAD)
+
+
 def status_counts(conn: Connection) -> dict[str, dict[str, Any]]:
-    """Per vendor: counts by state and the age of the oldest pending delivery."""
+    """Per vendor: counts by state and the age of the oldest pending delivery.
+
+    Pending, delivering and dead are counted in the live rows (work not yet done, bounded by
+    the backlog); delivered and suppressed are the running totals (`delivery_counters`), so
+    the answer costs the same with a year of history and is not lowered by retention.
+    """
     from eventrelay.worker.vendors import vendor_names
 
     now = utcnow()
-    result: dict[str, dict[str, Any]] = {
-        v: {"counts": {s.value: 0 for s in DeliveryStatus}, "oldest_pending_age_seconds": None}
-        for v in vendor_names()
-    }
-    for vendor, status, count in conn.execute(
-        select(D.c.vendor, D.c.status, func.count()).group_by(D.c.vendor, D.c.status)
-    ):
-        entry = result.setdefault(
+
+    def entry_for(vendor: str) -> dict[str, Any]:
+        return result.setdefault(
             vendor,
             {"counts": {s.value: 0 for s in DeliveryStatus}, "oldest_pending_age_seconds": None},
         )
-        entry["counts"][str(status)] = count
+
+    result: dict[str, dict[str, Any]] = {}
+    for v in vendor_names():
+        entry_for(v)
+    for vendor, status, count in conn.execute(
+        select(D.c.vendor, D.c.status, func.count())
+        .where(D.c.archived_at == LIVE, D.c.status.in_(LIVE_STATES))
+        .group_by(D.c.vendor, D.c.status)
+    ):
+        entry_for(vendor)["counts"][str(status)] = count
+    for (vendor, name), value in read_counters(conn).items():
+        if name in (counting.DELIVERED, counting.SUPPRESSED):
+            entry_for(vendor)["counts"][name] = value
     for vendor, oldest in conn.execute(
         select(D.c.vendor, func.min(D.c.created_at))
-        .where(D.c.status.in_([DeliveryStatus.PENDING, DeliveryStatus.DELIVERING]))
+        .where(
+            D.c.archived_at == LIVE,
+            D.c.status.in_([DeliveryStatus.PENDING, DeliveryStatus.DELIVERING]),
+        )
         .group_by(D.c.vendor)
     ):
         if oldest is not None:
@@ -65,7 +94,9 @@ def status_counts(conn: Connection) -> dict[str, dict[str, Any]]:
                 from datetime import UTC
 
                 oldest = oldest.replace(tzinfo=UTC)
-            result[vendor]["oldest_pending_age_seconds"] = round((now - oldest).total_seconds(), 3)
+            entry_for(vendor)["oldest_pending_age_seconds"] = round(
+                (now - oldest).total_seconds(), 3
+            )
     return result
 
 
@@ -109,7 +140,7 @@ def show(conn: Connection, delivery_id: str) -> dict[str, Any]:
             "error_class": a.error_class,
             "response_excerpt": a.response_excerpt,
         }
-        for a in conn.execute(select(A).where(A.c.delivery_id == key).order_by(A.c.id))
+        for a in conn.execute(select(A).where(A.c.delivery_id == key).order_by(A.c.number))
     ]
     return data
 
@@ -125,7 +156,10 @@ class DeadFilter:
     until: datetime | None = None  # dead-lettered before
 
     def where(self) -> list[ColumnElement[bool]]:
-        clauses: list[ColumnElement[bool]] = [D.c.status == DeliveryStatus.DEAD]
+        clauses: list[ColumnElement[bool]] = [
+            D.c.archived_at == LIVE,
+            D.c.status == DeliveryStatus.DEAD,
+        ]
         if self.ids:
             try:
                 clauses.append(D.c.id.in_([uuid.UUID(i) for i in self.ids]))
@@ -182,11 +216,11 @@ def replay(conn: Connection, flt: DeadFilter) -> list[tuple[uuid.UUID, str, Lane
 def purge_dead(conn: Connection, older_than: timedelta, dry_run: bool = False) -> int:
     """Delete dead letters that died longer ago than `older_than` (attempts go with them)."""
     cutoff = utcnow() - older_than
-    where = [D.c.status == DeliveryStatus.DEAD, D.c.finished_at < cutoff]
+    where = [D.c.archived_at == LIVE, D.c.status == DeliveryStatus.DEAD, D.c.finished_at < cutoff]
     if dry_run:
         return int(conn.execute(select(func.count()).select_from(D).where(*where)).scalar_one())
     ids = select(D.c.id).where(*where).scalar_subquery()
-    conn.execute(delete(A).where(A.c.delivery_id.in_(ids)))
+    conn.execute(delete(A).where(A.c.archived_at == LIVE, A.c.delivery_id.in_(ids)))
     result = conn.execute(delete(D).where(*where))
     return int(result.rowcount or 0)
 
@@ -197,7 +231,10 @@ def resume_vendor(conn: Connection, vendor: str) -> list[tuple[uuid.UUID, str, L
     rows = conn.execute(
         update(D)
         .where(
-            D.c.vendor == vendor, D.c.status == DeliveryStatus.PENDING, D.c.next_attempt_at > now
+            D.c.archived_at == LIVE,
+            D.c.vendor == vendor,
+            D.c.status == DeliveryStatus.PENDING,
+            D.c.next_attempt_at > now,
         )
         .values(next_attempt_at=now, dispatched_at=None, updated_at=now)
         .returning(D.c.id, D.c.vendor, D.c.lane)

@@ -15,11 +15,13 @@ from typing import Any, NoReturn
 
 from sqlalchemy import Connection, Text, cast, delete, insert, select, tuple_, update
 
-from eventrelay.models.base import new_id, utcnow
+from eventrelay.models.base import LIVE, new_id, utcnow
+from eventrelay.models.counters import add_to_counters
 from eventrelay.models.delivery import DELIVERIES, DeliveryStatus, Lane
 from eventrelay.models.idempotency import IDEMPOTENCY_KEYS
 from eventrelay.models.sql import dialect_insert
 from eventrelay.worker.config import Settings, get_settings
+from eventrelay.worker.engine.counting import Deltas
 from eventrelay.worker.errors import FieldError, InvalidJob
 from eventrelay.worker.producer.broker import pause
 from eventrelay.worker.producer.validate import THROTTLE_PREFIX
@@ -156,6 +158,8 @@ def record_jobs(
                 "created_at": now,
                 "updated_at": now,
                 "finished_at": now if status is DeliveryStatus.SUPPRESSED else None,
+                # Suppressed is finished: straight into history (README, "Retention").
+                "archived_at": now if status is DeliveryStatus.SUPPRESSED else LIVE,
             }
         )
         receipts[i] = Receipt(ids[i], job.vendor, job.operation, False, str(status))
@@ -163,6 +167,10 @@ def record_jobs(
             to_publish.append((ids[i], job.vendor, Lane.FRESH))
     if rows:
         conn.execute(insert(D), rows)
+        deltas = Deltas()
+        for i in suppressed:
+            deltas.suppressed(jobs[i].vendor)
+        add_to_counters(conn, deltas)
     return [r for r in receipts if r is not None], to_publish
 
 
@@ -306,7 +314,7 @@ def mark_unpublished(conn: Connection, ids: Sequence[uuid.UUID]) -> None:
     """Publishing failed: clear dispatched_at so the scheduler publishes these when it can."""
     conn.execute(
         update(D)
-        .where(D.c.id.in_(ids), D.c.status == DeliveryStatus.PENDING)
+        .where(D.c.id.in_(ids), D.c.archived_at == LIVE, D.c.status == DeliveryStatus.PENDING)
         .values(dispatched_at=None)
     )
 
