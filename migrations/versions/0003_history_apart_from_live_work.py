@@ -318,16 +318,14 @@ def downgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_delivery_attempts")),
     )
     # A dependency removed by retention is no longer waited for (the foreign key's SET NULL).
-    bind.execute(
-        sa.text(
-            f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) SELECT {DELIVERY_COLUMNS} "
-            "FROM deliveries_0003"
-        )
+    kept_dependency = (
+        "CASE WHEN depends_on IN (SELECT id FROM deliveries_0003) THEN depends_on END"
     )
     bind.execute(
         sa.text(
-            "UPDATE deliveries SET depends_on = NULL WHERE depends_on IS NOT NULL AND NOT EXISTS "
-            "(SELECT 1 FROM deliveries d WHERE d.id = deliveries.depends_on)"
+            f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) SELECT "
+            + DELIVERY_COLUMNS.replace(" depends_on,", f" {kept_dependency},")
+            + " FROM deliveries_0003"
         )
     )
     bind.execute(

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import (
+    JSON,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Uuid,
+    create_engine,
+    insert,
+    inspect,
+    select,
+    text,
+)
 
+from eventrelay.models.base import UTCDateTime
 from eventrelay.worker.ops.migrate import alembic_config, check, downgrade, upgrade
 from tests.support import ensure_database
 
@@ -62,3 +78,135 @@ def test_cli_migrate_creates_the_schema_on_sqlite(
     engine = create_engine(url)
     assert "deliveries" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def _tables_at_0002() -> tuple[Any, Any]:
+    """The two tables as revision 0002 made them (only what these tests write)."""
+    meta = MetaData()
+    deliveries = Table(
+        "deliveries",
+        meta,
+        Column("id", Uuid, primary_key=True),
+        *(Column(c, String) for c in ("vendor", "operation", "status", "lane", "reason")),
+        Column("payload", JSON),
+        Column("depends_on", Uuid),
+        *(Column(c, Integer) for c in ("attempts", "window_base_attempts")),
+        *(
+            Column(c, UTCDateTime)
+            for c in (
+                "window_started_at",
+                "next_attempt_at",
+                "created_at",
+                "updated_at",
+                "finished_at",
+            )
+        ),
+    )
+    attempts = Table(
+        "delivery_attempts",
+        meta,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("delivery_id", Uuid),
+        Column("number", Integer),
+        Column("outcome", String),
+        Column("started_at", UTCDateTime),
+    )
+    return deliveries, attempts
+
+
+def test_the_partitioning_migration_converts_a_populated_database_and_back(
+    empty_database: str,
+) -> None:
+    from eventrelay.models.base import LIVE, new_id, utcnow
+    from eventrelay.models.counters import read_counters
+    from eventrelay.models.delivery import ATTEMPTS, DELIVERIES
+    from eventrelay.worker.config import Settings
+    from eventrelay.worker.engine import retention
+
+    upgrade(empty_database, "0002")
+    old_d, old_a = _tables_at_0002()
+    now = utcnow()
+    ages = {
+        "delivered_long_ago": ("delivered", timedelta(days=40)),
+        "delivered_recently": ("delivered", timedelta(hours=1)),
+        "suppressed": ("suppressed", timedelta(minutes=5)),
+        "dead": ("dead", timedelta(days=40)),
+        "pending": ("pending", None),
+    }
+    ids = {name: new_id() for name in ages}
+    engine = create_engine(empty_database)
+    with engine.begin() as conn:
+        for name, (status, age) in ages.items():
+            at = now - (age or timedelta(0))
+            conn.execute(
+                insert(old_d).values(
+                    id=ids[name],
+                    vendor="botsi",
+                    operation="create_profile" if name == "delivered_long_ago" else "send_event",
+                    status=status,
+                    lane="fresh",
+                    reason=None,
+                    payload={"customerUserId": name},
+                    # an event that waited for the old profile
+                    depends_on=ids["delivered_long_ago"] if name == "pending" else None,
+                    attempts=0 if status in ("pending", "suppressed") else 2,
+                    window_base_attempts=0,
+                    window_started_at=at,
+                    next_attempt_at=at,
+                    created_at=at,
+                    updated_at=at,
+                    finished_at=at if age is not None else None,
+                )
+            )
+            if status in ("delivered", "dead"):
+                for number, outcome in ((1, "retry"), (2, status)):
+                    conn.execute(
+                        insert(old_a).values(
+                            delivery_id=ids[name], number=number, outcome=outcome, started_at=at
+                        )
+                    )
+    engine.dispose()
+
+    upgrade(empty_database)
+    engine = create_engine(empty_database)
+    with engine.connect() as conn:
+        rows = {
+            r.id: r for r in conn.execute(select(DELIVERIES.c.id, DELIVERIES.c.archived_at))
+        }
+        attempts = conn.execute(
+            select(ATTEMPTS.c.delivery_id, ATTEMPTS.c.archived_at, ATTEMPTS.c.number)
+        ).all()
+        totals = read_counters(conn)
+    assert set(rows) == set(ids.values())
+    for name in ("dead", "pending"):
+        assert rows[ids[name]].archived_at == LIVE, name
+    for name in ("delivered_long_ago", "delivered_recently", "suppressed"):
+        assert rows[ids[name]].archived_at < now, name
+    assert len(attempts) == 6
+    for a in attempts:  # every attempt carries its delivery's partition key
+        assert a.archived_at == rows[a.delivery_id].archived_at
+    assert totals[("botsi", "delivered")] == 2
+    assert totals[("botsi", "suppressed")] == 1
+    assert totals[("botsi", "dead")] == 1
+    assert totals[("botsi", "attempts.retry")] == 3
+
+    # The first retention pass removes what was already older than the retention, only that.
+    retention.run(engine, Settings())
+    retention.forget_partitions()
+    with engine.connect() as conn:
+        kept = set(conn.execute(select(DELIVERIES.c.id)).scalars())
+    assert kept == set(ids.values()) - {ids["delivered_long_ago"]}
+    engine.dispose()
+
+    downgrade(empty_database, "0002")
+    engine = create_engine(empty_database)
+    columns = {c["name"] for c in inspect(engine).get_columns("deliveries")}
+    assert "archived_at" not in columns
+    with engine.connect() as conn:
+        back = dict(conn.execute(select(old_d.c.id, old_d.c.depends_on)).all())
+        attempt_count = conn.execute(text("SELECT count(*) FROM delivery_attempts")).scalar_one()
+    assert set(back) == kept
+    assert back[ids["pending"]] is None  # its dependency was removed: waited for no longer
+    assert attempt_count == 4
+    engine.dispose()
+    upgrade(empty_database)

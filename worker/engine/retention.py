@@ -49,17 +49,20 @@ def ahead(settings: Settings) -> timedelta:
 
 def run(engine: Engine, settings: Settings, now: datetime | None = None) -> RetentionSummary:
     """One retention pass: archive, create partitions ahead, remove what has expired."""
+    real_time = now is None
     now = now or utcnow()
     cutoff = now - timedelta(seconds=settings.retention_seconds)
     summary = RetentionSummary()
     with engine.connect() as conn:
         partitioned = partitions.is_partitioned(conn)
     if partitioned:
-        summary.created = _ensure(engine, settings, now)
+        summary.created = _ensure(engine, settings, now, remember=real_time)
     with engine.begin() as conn:
         summary.archived = archive_suppressed(conn, now)
     if partitioned:
         summary.dropped = [p.name for p in partitions.drop_partitions_before(engine, cutoff)]
+        if summary.dropped and not real_time:
+            forget_partitions(engine)  # what this process knew may be gone now
     else:
         summary.removed = delete_expired(engine, cutoff)
     if summary.dropped or summary.removed:
@@ -73,11 +76,12 @@ def run(engine: Engine, settings: Settings, now: datetime | None = None) -> Rete
     return summary
 
 
-def _ensure(engine: Engine, settings: Settings, now: datetime) -> list[str]:
+def _ensure(engine: Engine, settings: Settings, now: datetime, remember: bool = True) -> list[str]:
     interval = timedelta(seconds=settings.partition_seconds)
     # From one interval back: a worker whose clock is a little behind still finds a partition.
     created = partitions.ensure_partitions(engine, now - interval, now + ahead(settings), interval)
-    _covered[_key(engine)] = now + ahead(settings)
+    if remember:
+        _covered[_key(engine)] = now + ahead(settings)
     return created
 
 
