@@ -243,18 +243,18 @@ def _rung_doorbells(redis_url: str | None) -> set[str]:
     return {v for v, value in zip(names, found, strict=True) if value}
 
 
-def purge_keys(conn_factory: Any, budget_seconds: float = PURGE_BUDGET_SECONDS) -> int:
+def purge_keys(conn_factory: Any, budget_seconds: float | None = None) -> int:
     """Purge expired keys in short batches until none are left or the time budget is spent:
     no fixed cap per minute, and no batch holds its locks for long."""
+    budget_seconds = PURGE_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     started = time.monotonic()
     purged = 0
-    while time.monotonic() - started < budget_seconds:
+    while True:  # at least one batch, however small the budget
         with conn_factory() as conn:
             n = purge_expired_keys(conn, limit=PURGE_BATCH)
         purged += n
-        if n < PURGE_BATCH:
-            break
-    return purged
+        if n < PURGE_BATCH or time.monotonic() - started >= budget_seconds:
+            return purged
 
 
 class Scheduler:
@@ -322,6 +322,10 @@ class Scheduler:
         if time.monotonic() - self._last_cleanup > CLEANUP_EVERY_SECONDS:
             self._last_cleanup = time.monotonic()
             summary.keys_purged = purge_keys(engine.begin)
+            if summary.keys_purged and summary.keys_purged % PURGE_BATCH == 0:
+                # The budget ran out with keys left: keep purging every tick until caught up,
+                # so the purge keeps pace with any enqueue rate (issue 13).
+                self._last_cleanup = 0.0
         if time.monotonic() - self._last_retention > retention.every_seconds(self.settings):
             self._last_retention = time.monotonic()
             try:
