@@ -258,7 +258,7 @@ def _partition_for_old_rows(bind: sa.Connection, now: datetime, archived_at: str
 
 
 def _fill_counters(bind: sa.Connection) -> None:
-    from eventrelay.worker.engine import counting
+    from eventrelay.models import counters
 
     latency = (
         "extract(epoch FROM finished_at - created_at)"
@@ -268,10 +268,10 @@ def _fill_counters(bind: sa.Connection) -> None:
     bucket = (
         "CASE "
         + " ".join(
-            f"WHEN {latency} <= {bound} THEN '{counting.latency_bucket_name(i)}'"
-            for i, bound in enumerate(counting.LATENCY_BUCKETS_SECONDS)
+            f"WHEN {latency} <= {bound} THEN '{counters.latency_bucket_name(i)}'"
+            for i, bound in enumerate(counters.LATENCY_BUCKETS_SECONDS)
         )
-        + f" ELSE '{counting.latency_bucket_name(len(counting.LATENCY_BUCKETS_SECONDS))}' END"
+        + f" ELSE '{counters.latency_bucket_name(len(counters.LATENCY_BUCKETS_SECONDS))}' END"
     )
     delivered = "status = 'delivered' AND finished_at IS NOT NULL"
     statements = [
@@ -281,7 +281,7 @@ def _fill_counters(bind: sa.Connection) -> None:
         "JOIN deliveries d ON d.id = a.delivery_id GROUP BY vendor, a.outcome",
         f"SELECT vendor, {bucket}, count(*) FROM deliveries WHERE {delivered} "
         f"GROUP BY vendor, {bucket}",
-        f"SELECT vendor, '{counting.LATENCY_SUM_MS}', "
+        f"SELECT vendor, '{counters.LATENCY_SUM_MS}', "
         f"CAST(round(sum({latency}) * 1000) AS BIGINT) FROM deliveries "
         f"WHERE {delivered} GROUP BY vendor",
     ]

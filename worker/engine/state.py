@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, PendingRollbackError
 
 from eventrelay.models.base import LIVE, new_id, utcnow
-from eventrelay.models.counters import add_to_counters
+from eventrelay.models.counters import Deltas, add_to_counters
 from eventrelay.models.delivery import (
     ATTEMPTS,
     DELIVERIES,
@@ -42,7 +42,6 @@ from eventrelay.models.delivery import (
     Lane,
 )
 from eventrelay.models.sql import pick_locked
-from eventrelay.worker.engine.counting import Deltas
 
 log = logging.getLogger("eventrelay.worker")
 

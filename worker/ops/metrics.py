@@ -23,11 +23,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection
 
+from eventrelay.models import counters
 from eventrelay.models.counters import read_counters
 from eventrelay.models.delivery import DELIVERIES, DeliveryStatus
 from eventrelay.models.session import get_engine
 from eventrelay.worker.config import Settings, get_settings
-from eventrelay.worker.engine import counting
 from eventrelay.worker.ops.operations import status_counts
 from eventrelay.worker.vendors import vendor_names
 
@@ -89,7 +89,7 @@ class EventRelayCollector(Collector):
             "Delivery attempts by vendor and outcome",
             labels=["vendor", "outcome"],
         )
-        prefix = counting.attempts_name("")
+        prefix = counters.attempts_name("")
         for (vendor, name), value in sorted(totals.items()):
             if name.startswith(prefix):
                 attempts.add_metric([vendor, name.removeprefix(prefix)], value)
@@ -101,10 +101,10 @@ class EventRelayCollector(Collector):
             "From accepted to delivered, per vendor",
             labels=["vendor"],
         )
-        bounds = counting.LATENCY_BUCKETS_SECONDS
+        bounds = counters.LATENCY_BUCKETS_SECONDS
         for vendor in sorted({v for v, _ in totals}):
             per_bucket = [
-                totals.get((vendor, counting.latency_bucket_name(i)), 0)
+                totals.get((vendor, counters.latency_bucket_name(i)), 0)
                 for i in range(len(bounds) + 1)
             ]
             if not any(per_bucket):
@@ -113,7 +113,7 @@ class EventRelayCollector(Collector):
             for bound, n in zip([*map(str, bounds), "+Inf"], per_bucket, strict=True):
                 cumulative += n
                 buckets.append((bound, float(cumulative)))
-            total_ms = totals.get((vendor, counting.LATENCY_SUM_MS), 0)
+            total_ms = totals.get((vendor, counters.LATENCY_SUM_MS), 0)
             histogram.add_metric([vendor], buckets, total_ms / 1000)
         yield histogram
 

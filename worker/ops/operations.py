@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from eventrelay.models import counters
 from eventrelay.models.base import LIVE, utcnow
 from eventrelay.models.counters import read_counters
 from eventrelay.models.delivery import ATTEMPTS, DELIVERIES, DeliveryStatus, Lane
-from eventrelay.worker.engine import counting
 from eventrelay.worker.errors import DeliveryNotFound, EventRelayError
 
 D = DELIVERIES
@@ -79,7 +79,7 @@ def status_counts(conn: Connection) -> dict[str, dict[str, Any]]:
     ):
         entry_for(vendor)["counts"][str(status)] = count
     for (vendor, name), value in read_counters(conn).items():
-        if name in (counting.DELIVERED, counting.SUPPRESSED):
+        if name in (counters.DELIVERED, counters.SUPPRESSED):
             entry_for(vendor)["counts"][name] = value
     for vendor, oldest in conn.execute(
         select(D.c.vendor, func.min(D.c.created_at))

@@ -16,12 +16,11 @@ from typing import Any, NoReturn
 from sqlalchemy import Connection, Text, cast, delete, insert, select, tuple_, update
 
 from eventrelay.models.base import LIVE, new_id, utcnow
-from eventrelay.models.counters import add_to_counters
+from eventrelay.models.counters import Deltas, add_to_counters
 from eventrelay.models.delivery import DELIVERIES, DeliveryStatus, Lane
 from eventrelay.models.idempotency import IDEMPOTENCY_KEYS
 from eventrelay.models.sql import dialect_insert
 from eventrelay.worker.config import Settings, get_settings
-from eventrelay.worker.engine.counting import Deltas
 from eventrelay.worker.errors import FieldError, InvalidJob
 from eventrelay.worker.producer.broker import pause
 from eventrelay.worker.producer.validate import THROTTLE_PREFIX
