@@ -45,3 +45,28 @@ def test_a_claim_takes_fresh_work_before_retries() -> None:
         taken = claim(conn, "vtcdn", [], 10, top_up=2)
     assert [c.id for c in taken][0] == fresh.delivery_id
     assert [c.lane for c in taken] == [Lane.FRESH, Lane.RETRY]
+
+
+def test_a_heartbeat_skips_a_delivery_being_recorded_instead_of_failing_on_it() -> None:
+    # The recorder moves a delivered row into a history partition. A heartbeat that waited
+    # for that row would fail once it moved (PostgreSQL: "tuple to be locked was already moved
+    # to another partition"), renewing none of its other leases.
+    from eventrelay.models.delivery import AttemptOutcome
+    from eventrelay.worker.engine.state import Outcome, record, renew_leases
+
+    _backlog(3)
+    with get_engine().begin() as conn:
+        taken = claim(conn, "vtcdn", [], 10, top_up=3)
+    held = [(c.id, c.attempt) for c in taken]
+    recorder = get_engine().connect()
+    try:
+        tx = recorder.begin()
+        record(recorder, [Outcome(taken[0], AttemptOutcome.DELIVERED, status_code=200)])
+        with get_engine().begin() as conn:
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '3s'")
+            assert renew_leases(conn, held, 10) == 2  # the other two, at once
+        tx.commit()
+    finally:
+        recorder.close()
+    with get_engine().begin() as conn:
+        assert renew_leases(conn, held, 10) == 2

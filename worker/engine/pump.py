@@ -43,6 +43,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from eventrelay.models.session import get_engine
 from eventrelay.worker.config import Settings, get_settings
 from eventrelay.worker.engine.batch import (
@@ -439,11 +441,25 @@ class Pump:
                 ]
             if not held:
                 continue
-            try:
-                with get_engine().begin() as conn:
-                    renew_leases(conn, held, self.settings.lease_seconds)
-            except Exception as exc:
-                log.warning("could not renew leases (%s); retrying", type(exc).__name__)
+            for attempt in range(3):
+                try:
+                    with get_engine().begin() as conn:
+                        renew_leases(conn, held, self.settings.lease_seconds)
+                    break
+                except DBAPIError as exc:
+                    # A row that moved into history between the statement's snapshot and its
+                    # lock (40001): what is left is renewed at once, not a third of a lease on.
+                    if _is_serialization_failure(exc) and attempt < 2:
+                        continue
+                    log.warning("could not renew leases (%s); retrying", type(exc).__name__)
+                    break
+                except Exception as exc:
+                    log.warning("could not renew leases (%s); retrying", type(exc).__name__)
+                    break
+
+
+def _is_serialization_failure(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) == "40001"
 
 
 def _best_effort(fn: Any, *args: Any) -> None:

@@ -207,13 +207,18 @@ def renew_leases(
     """
     if not held:
         return 0
+    # Rows the recorder is finishing right now are skipped, not waited for: once it commits,
+    # they have moved into a history partition, and PostgreSQL fails a statement that waited
+    # on a row that moved ("tuple to be locked was already moved to another partition").
+    mine = (
+        IS_LIVE,
+        D.c.status == DeliveryStatus.DELIVERING,
+        tuple_(D.c.id, D.c.attempts).in_(list(held)),
+    )
+    picked = pick_locked(conn, select(D.c.id).where(*mine), name="renewed")
     result = conn.execute(
         update(D)
-        .where(
-            tuple_(D.c.id, D.c.attempts).in_(list(held)),
-            IS_LIVE,
-            D.c.status == DeliveryStatus.DELIVERING,
-        )
+        .where(D.c.id.in_(picked), *mine)
         .values(lease_expires_at=lease_expiry(conn, lease_seconds))
     )
     return int(result.rowcount or 0)
