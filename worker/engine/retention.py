@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 
 from eventrelay.models import partitions
 from eventrelay.models.base import LIVE, utcnow
+from eventrelay.models.counters import Deltas, add_to_counters
 from eventrelay.models.delivery import ATTEMPTS, DELIVERIES, DeliveryStatus
 from eventrelay.models.sql import pick_locked
 from eventrelay.worker.config import Settings
@@ -86,17 +87,17 @@ def _ensure(engine: Engine, settings: Settings, now: datetime, remember: bool = 
 
 
 def archive_suppressed(conn: Connection, now: datetime) -> int:
-    """Move suppressed deliveries into history.
+    """Move suppressed deliveries into history, and count them.
 
     Producers store them live: an `enqueue` inside a web request must never wait for, or
-    make, a partition.
+    make, a partition, nor hold a running total's row lock until the app commits.
     """
     picked = (
         select(D.c.id)
         .where(D.c.archived_at == LIVE, D.c.status == DeliveryStatus.SUPPRESSED)
         .limit(ARCHIVE_BATCH)
     )
-    result = conn.execute(
+    vendors = conn.execute(
         update(D)
         .where(
             D.c.id.in_(pick_locked(conn, picked, name="suppressed")),
@@ -104,8 +105,13 @@ def archive_suppressed(conn: Connection, now: datetime) -> int:
             D.c.status == DeliveryStatus.SUPPRESSED,
         )
         .values(archived_at=now)
-    )
-    return int(result.rowcount or 0)
+        .returning(D.c.vendor)
+    ).scalars()
+    deltas = Deltas()
+    for vendor in vendors:
+        deltas.suppressed(vendor)
+    add_to_counters(conn, deltas)
+    return sum(deltas.values())
 
 
 def delete_expired(engine: Engine, cutoff: datetime) -> int:

@@ -49,7 +49,13 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-LIVE_STATES = (DeliveryStatus.PENDING, DeliveryStatus.DELIVERING, DeliveryStatus.DEAD)
+# Suppressed ones are live only until the next retention pass moves (and counts) them.
+LIVE_STATES = (
+    DeliveryStatus.PENDING,
+    DeliveryStatus.DELIVERING,
+    DeliveryStatus.DEAD,
+    DeliveryStatus.SUPPRESSED,
+)
 
 
 def status_counts(conn: Connection) -> dict[str, dict[str, Any]]:
@@ -80,7 +86,7 @@ def status_counts(conn: Connection) -> dict[str, dict[str, Any]]:
         entry_for(vendor)["counts"][str(status)] = count
     for (vendor, name), value in read_counters(conn).items():
         if name in (counters.DELIVERED, counters.SUPPRESSED):
-            entry_for(vendor)["counts"][name] = value
+            entry_for(vendor)["counts"][name] += value
     for vendor, oldest in conn.execute(
         select(D.c.vendor, func.min(D.c.created_at))
         .where(
