@@ -31,7 +31,10 @@ PG_ADMIN = os.environ.get(
 )
 BENCH_DB = os.environ.get("EVENTRELAY_BENCH_DB_NAME", "eventrelay_bench")
 REDIS = os.environ.get("EVENTRELAY_BENCH_REDIS", "redis://127.0.0.1:6379")
-BROKER_DB, NAIVE_DB = 14, 15
+# Redis DB numbers of the benchmark's own (worker broker, naive baseline's broker): settable so
+# two people benchmarking on one machine never flush each other's queues.
+BROKER_DB = int(os.environ.get("EVENTRELAY_BENCH_BROKER_DB", "14"))
+NAIVE_DB = int(os.environ.get("EVENTRELAY_BENCH_NAIVE_DB", "15"))
 
 
 def _free_port() -> int:

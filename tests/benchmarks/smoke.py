@@ -16,6 +16,8 @@ def run_smoke(module: str, out: Path, timeout: float) -> subprocess.CompletedPro
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("EVENTRELAY_", "BOTSI_", "VTCDN_", "INFOBIP_", "GRAVITYFIELD_"))
+        # the benchmark's own database and Redis DB numbers are not the worker's settings
+        or k.startswith(("EVENTRELAY_BENCH_", "EVENTRELAY_TEST_PG_ADMIN_URL"))
     }
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     result = subprocess.run(
