@@ -138,7 +138,15 @@ def _claim(
     if top_up <= 0 and not ids:
         return []
     now = utcnow()
-    wanted: ColumnElement[bool] | None = D.c.id.in_(ids) if ids else None
+    wanted: ColumnElement[bool] | None = None
+    if ids:
+        wanted = and_(
+            D.c.id.in_(ids),
+            IS_LIVE,
+            D.c.vendor == vendor,
+            D.c.status == DeliveryStatus.PENDING,
+            D.c.next_attempt_at <= now + timedelta(seconds=CLAIM_CLOCK_SKEW_SECONDS),
+        )
     if top_up > 0:
         extra = (
             select(D.c.id)
@@ -152,18 +160,22 @@ def _claim(
             .order_by(D.c.next_attempt_at)
             .limit(top_up)
         )
-        more = D.c.id.in_(pick_locked(conn, extra))
+        # The picked rows are matched by id alone. Their conditions were checked when they
+        # were locked (FOR UPDATE re-checks them on the newest row version, and nobody can
+        # change a row this statement holds), so repeating them changes no result; it only
+        # gives the planner a second way in: with statistics older than a backlog (a burst
+        # before autovacuum's ANALYZE) it estimated one pending row and walked every pending
+        # row of the vendor for each claim (measured: 25-45 ms a claim at a 10,000 backlog,
+        # instead of 0.4-0.7 ms).
+        more: ColumnElement[bool] = D.c.id.in_(pick_locked(conn, extra))
+        if conn.dialect.name != "postgresql":
+            more = and_(more, D.c.status == DeliveryStatus.PENDING)  # no locks: re-check
         wanted = more if wanted is None else or_(wanted, more)
     assert wanted is not None
     rows = conn.execute(
         update(D)
-        .where(
-            wanted,
-            IS_LIVE,
-            D.c.vendor == vendor,
-            D.c.status == DeliveryStatus.PENDING,
-            D.c.next_attempt_at <= now + timedelta(seconds=CLAIM_CLOCK_SKEW_SECONDS),
-        )
+        # IS_LIVE: the partition key, so only the live partition is touched
+        .where(wanted, IS_LIVE)
         .values(
             status=DeliveryStatus.DELIVERING,
             attempts=D.c.attempts + 1,
