@@ -232,7 +232,13 @@ def record_with_retry(engine: Engine, outcomes: list[Outcome]) -> Recorded:
     retention.ensure_history_partition(engine, settings)
     try:
         with engine.begin() as conn:
-            return record(conn, outcomes, on_delivered=_on_delivered, follows=_is_followed)
+            return record(
+                conn,
+                outcomes,
+                on_delivered=_on_delivered,
+                follows=_is_followed,
+                keeps_answer=_keeps_answer,
+            )
     except DBAPIError as exc:
         if retention.is_missing_partition(exc):
             retention.forget_partitions(engine)  # made again on the retry
@@ -243,6 +249,10 @@ def _on_delivered(conn: Connection, o: Outcome) -> None:
     get_vendor(o.claimed.vendor).on_delivered(
         conn, o.claimed.id, o.claimed.operation, o.response_json
     )
+
+
+def _keeps_answer(o: Outcome) -> bool:
+    return o.claimed.operation in get_vendor(o.claimed.vendor).keeps_answer_of
 
 
 def _is_followed(o: Outcome) -> bool:

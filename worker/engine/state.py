@@ -260,12 +260,14 @@ def record(
     outcomes: Sequence[Outcome],
     on_delivered: Callable[[Connection, Outcome], None] | None = None,
     follows: Callable[[Outcome], bool] | None = None,
+    keeps_answer: Callable[[Outcome], bool] | None = None,
 ) -> Recorded:
     """Write outcomes, each a compare-and-set on (id, attempt).
 
-    `on_delivered` runs for each delivery that really became delivered, in this transaction
-    (in a savepoint of its own: a failing hook is logged and costs nothing but its own
-    write). `follows(o)` says whether others may wait for that delivery (then they are woken).
+    `on_delivered` runs for each delivery that really became delivered and whose answer
+    `keeps_answer(o)` says it keeps (all, without it), in this transaction (in a savepoint of
+    its own: a failing hook is logged and costs nothing but its own write). `follows(o)` says
+    whether others may wait for that delivery (then they are woken).
     """
     now = utcnow()
     done = Recorded()
@@ -300,7 +302,7 @@ def record(
     ]
     if on_delivered is not None:
         for o in done.applied:
-            if o.kind is AttemptOutcome.DELIVERED:
+            if o.kind is AttemptOutcome.DELIVERED and (keeps_answer is None or keeps_answer(o)):
                 _run_hook(conn, on_delivered, o)
     if woken_from:
         done.woken = wake_dependents(conn, woken_from, now)

@@ -115,6 +115,9 @@ class Vendor(ABC):
     settings_class: ClassVar[type[VendorSettings]]
     # operation → how many jobs may share one request (vendors that take arrays)
     batch_sizes: ClassVar[Mapping[str, int]] = {}
+    # operations whose answer `on_delivered` keeps; for the others it is not called at all
+    # (each call costs the recorder a savepoint, two database round trips per delivery)
+    keeps_answer_of: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, settings: VendorSettings | None = None) -> None:
         self.settings = settings if settings is not None else self.settings_class()
@@ -222,7 +225,8 @@ class Vendor(ABC):
     ) -> None:
         """Record what the vendor returned (e.g. ids) in the transaction marking it delivered.
 
-        Most vendors return nothing worth keeping, so the default does nothing.
+        Called only for the operations in `keeps_answer_of`. Most vendors return nothing worth
+        keeping, so the default does nothing.
         """
 
     # ---- settings -----------------------------------------------------------------------

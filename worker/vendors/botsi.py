@@ -93,6 +93,7 @@ class Botsi(Vendor):
     operations = {"create_profile": CreateProfile, "send_event": ProfileEvent}
     settings_class = BotsiSettings
     batch_sizes = {"send_event": 50}
+    keeps_answer_of = frozenset({"create_profile"})  # its data.profileId, see on_delivered
 
     def idempotency_key(
         self, operation: str, payload: dict[str, Any], given: str | None
