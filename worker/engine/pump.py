@@ -38,8 +38,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,9 +115,7 @@ class Pump:
         )
         self._claiming = True
         self._stopped = threading.Event()
-        self._pool = ThreadPoolExecutor(
-            max_workers=self.max_in_flight, thread_name_prefix="eventrelay-send"
-        )
+        self._pool = SendPool(self.max_in_flight, "eventrelay-send")
         self._threads = [
             threading.Thread(target=self._dispatch_loop, name="eventrelay-dispatch", daemon=True),
             threading.Thread(target=self._record_loop, name="eventrelay-record", daemon=True),
@@ -163,7 +160,7 @@ class Pump:
         self._stopped.set()
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()) + 1.0)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         with self._held_lock:
             return not self._held
 
@@ -460,6 +457,70 @@ class Pump:
 
 def _is_serialization_failure(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) == "40001"
+
+
+class SendPool:
+    """Threads that run the requests: one more is started whenever work comes and none is
+    idle, up to `max_threads`; they live as long as the process (each keeps its Session).
+
+    Not `concurrent.futures.ThreadPoolExecutor`: it counts a thread as idle each time it
+    finishes an item, even when it goes straight on to the next queued one, so once work has
+    queued it stops adding threads. Measured in the pump at 0 ms: 46 threads for 90 requests
+    in flight, each request waiting 54 ms in the queue before being sent.
+    """
+
+    def __init__(self, max_threads: int, name: str) -> None:
+        self.max_threads = max_threads
+        self._name = name
+        self._work: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for work that no submitted item is promised to
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    @property
+    def threads(self) -> int:
+        with self._lock:
+            return len(self._threads)
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("send pool is shut down")
+            if self._idle > 0:
+                self._idle -= 1  # one idle thread takes it
+            elif len(self._threads) < self.max_threads:
+                thread = threading.Thread(
+                    target=self._run, name=f"{self._name}_{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+            # else: every thread is busy; the item waits for the first one to finish
+            self._work.put((fn, args))
+
+    def shutdown(self) -> None:
+        """Stop every thread once it is idle; work still queued is dropped (the pump has
+        waited for what it holds, and what it drops comes back when its lease expires)."""
+        with self._lock:
+            self._closed = True
+            count = len(self._threads)
+        for _ in range(count):
+            self._work.put(None)
+
+    def _run(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None or self._closed:
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except Exception:  # the pump's own work catches everything; this is a backstop
+                log.exception("a send thread's work raised")
+            with self._lock:
+                self._idle += 1
 
 
 def _best_effort(fn: Any, *args: Any) -> None:
