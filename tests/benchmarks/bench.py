@@ -220,17 +220,18 @@ class Fleet:
             self.stop(proc)
 
 
-def start_mock(fleet: Fleet) -> None:
+def start_mock(fleet: Fleet) -> subprocess.Popen[bytes]:
     """The mock vendor server as its own process, once it answers its health check."""
-    fleet.start(
+    proc = fleet.start(
         [sys.executable, "-m", "eventrelay", "mock-vendors", "--port", str(MOCK_PORT)], "mock"
     )
     for _ in range(100):
         try:
             requests.get(f"{MOCK}/_mock/health", timeout=1)
-            return
+            break
         except requests.ConnectionError:
             time.sleep(0.1)
+    return proc
 
 
 def wait_worker_ready(
@@ -249,6 +250,19 @@ def wait_worker_ready(
 def children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     return [int(p) for p in out]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its children that still run:
+    a worker's main process and its pool children."""
+    ticks = 0
+    for p in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (FileNotFoundError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
@@ -419,11 +433,26 @@ def phase_eventrelay_backlog(
     )
 
 
+def set_latency(latency_ms: float) -> None:
+    """Every vendor of the mock answers after `latency_ms` (real vendors: 50-300 ms)."""
+    for vendor in ("botsi", "vtcdn", "infobip", "gravityfield"):
+        requests.post(
+            f"{MOCK}/_mock/faults", json={"vendor": vendor, "latency_ms": latency_ms}, timeout=10
+        )
+
+
 def phase_steady(
-    rate_per_second: float, seconds: float, run: str, send: Callable[[dict[str, Any]], None]
+    rate_per_second: float,
+    seconds: float,
+    run: str,
+    send: Callable[[dict[str, Any]], None],
+    latency_ms: float = 0.0,
 ) -> dict[str, float]:
-    """A producer sending one job at a time at a fixed rate; latency from enqueue to the vendor."""
+    """A producer sending one job at a time at a fixed rate; latency from enqueue to the vendor
+    (the vendor's own `latency_ms` included)."""
     mock_reset()
+    if latency_ms:
+        set_latency(latency_ms)
     sent_at: dict[str, float] = {}
     interval = 1.0 / rate_per_second
     start = time.time()
@@ -445,6 +474,7 @@ def phase_steady(
         "latency_p50_ms": statistics.median(latencies),
         "latency_p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "jobs": n,
+        "vendor_latency_ms": latency_ms,
     }
 
 
@@ -590,6 +620,14 @@ def main(argv: list[str] | None = None) -> int:
         results["eventrelay_steady_half_peak"] = phase_steady(
             half, steady_seconds, "steady", send_one
         )
+        # The same with every vendor answering in 100 ms, as real ones do: its own peak first.
+        results["eventrelay_steady_max_100ms"] = phase_steady(
+            10_000, steady_seconds, "steadymax100", send_one, latency_ms=100
+        )
+        half = max(10.0, results["eventrelay_steady_max_100ms"]["delivered_per_second"] / 2)
+        results["eventrelay_steady_half_peak_100ms"] = phase_steady(
+            half, steady_seconds, "steady100", send_one, latency_ms=100
+        )
         results["eventrelay_backlog"]["rss_after_steady_mib"] = rss_mib(er_proc.pid)
         fleet.stop(er_proc)
         results["enqueue"] = phase_enqueue(
@@ -613,6 +651,14 @@ def main(argv: list[str] | None = None) -> int:
         if d["first_10pct_per_second"]
         else None,
         "rss_growth": d["rss_end_mib"] / d["rss_start_mib"] - 1 if d["rss_start_mib"] else None,
+        "rss_max_mib_over_400": max(
+            results["eventrelay_backlog"]["rss_after_steady_mib"], d["rss_end_mib"]
+        )
+        / 400,
+        "p99_ms_half_peak_100ms_over_250": results["eventrelay_steady_half_peak_100ms"][
+            "latency_p99_ms"
+        ]
+        / 250,
     }
     (out / "bench.json").write_text(json.dumps(results, indent=2))
     chart(series, out / "throughput.png")
@@ -635,6 +681,22 @@ def print_table(r: dict[str, Any]) -> None:
         ),
         ("  latency enqueue→vendor p50, ms", r["eventrelay_steady_half_peak"]["latency_p50_ms"]),
         ("  latency enqueue→vendor p99, ms", r["eventrelay_steady_half_peak"]["latency_p99_ms"]),
+        (
+            "eventrelay, steady producer (max), vendors at 100 ms, deliveries/s",
+            r["eventrelay_steady_max_100ms"]["delivered_per_second"],
+        ),
+        (
+            "eventrelay, steady at half that peak, offered/s",
+            r["eventrelay_steady_half_peak_100ms"]["offered_per_second"],
+        ),
+        (
+            "  latency enqueue→vendor p50, ms (100 ms of it the vendor's)",
+            r["eventrelay_steady_half_peak_100ms"]["latency_p50_ms"],
+        ),
+        (
+            "  latency enqueue→vendor p99, ms (target ≤ 250)",
+            r["eventrelay_steady_half_peak_100ms"]["latency_p99_ms"],
+        ),
         ("enqueue one at a time, jobs/s", r["enqueue"]["single_jobs_per_second"]),
         ("enqueue_many (1000 per call), jobs/s", r["enqueue"]["bulk_jobs_per_second"]),
         (
@@ -654,6 +716,11 @@ def print_table(r: dict[str, Any]) -> None:
         ("ratio steady max/naive", r["ratios"]["steady_max_over_naive"]),
         ("ratio drain last/first 10%", r["ratios"]["drain_last_over_first_10pct"]),
         ("RSS growth over the drain", r["ratios"]["rss_growth"]),
+        ("ratio largest worker RSS / 400 MiB", r["ratios"]["rss_max_mib_over_400"]),
+        (
+            "ratio p99 at half peak, 100 ms vendors / 250 ms",
+            r["ratios"]["p99_ms_half_peak_100ms_over_250"],
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     print(

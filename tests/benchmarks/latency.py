@@ -11,7 +11,10 @@ same mock, Redis and PostgreSQL, for at most `--seconds`:
 * a plain Celery task (`requests.post` + `autoretry_for`) under prefork `-c 2`;
 * the same plain task under `--pool threads -c 64`.
 
-Requests in flight are measured as rate × latency (Little's law).
+Requests in flight are measured as rate × latency (Little's law). CPU per delivery is the CPU
+time of the contender's processes (Celery's main process and its pool children) and of the mock
+over the measured window, divided by the deliveries in it: on a shared 2-core machine it says
+more than the rate does about what each delivery costs.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from tests.benchmarks.bench import (
     MOCK,
     ROOT,
     Fleet,
+    cpu_seconds,
     deliveries_at,
     mock_reset,
     naive_request,
@@ -52,26 +56,43 @@ def vtcdn_job(n: int, run: str) -> dict[str, Any]:
     }
 
 
-def _measure(n: int, seconds: float) -> dict[str, float]:
-    """Deliveries per second over the run: until `n` arrived or `seconds` passed."""
+_MOCK_PID: list[int] = []  # the mock's process, for its CPU time
+
+
+def _measure(n: int, seconds: float, pid: int) -> dict[str, float]:
+    """Deliveries per second over the run: until `n` arrived or `seconds` passed; and CPU
+    milliseconds per delivery of process `pid` (with its children) and of the mock, from
+    the first delivery seen to the last poll."""
     deadline = time.monotonic() + seconds + 30  # the worker's start is not counted
     seen, records = 0, []
     first: float | None = None
+    cpu0 = mock0 = 0.0
+    counted0 = 0
     while time.monotonic() < deadline:
         new = requests.get(f"{MOCK}/_mock/received", params={"since": seen}, timeout=60).json()
         if new:
-            records.extend(new)
-            seen = new[-1]["seq"]
             if first is None:
                 first = time.monotonic()
+                cpu0, counted0 = cpu_seconds(pid), len(records) + len(new)
+                mock0 = cpu_seconds(_MOCK_PID[0]) if _MOCK_PID else 0.0
+            records.extend(new)
+            seen = new[-1]["seq"]
         if first is not None and (len(records) >= n or time.monotonic() - first >= seconds):
             break
         time.sleep(0.25)
+    cpu = cpu_seconds(pid) - cpu0
+    mock_cpu = (cpu_seconds(_MOCK_PID[0]) if _MOCK_PID else 0.0) - mock0
     points = deliveries_at(records)
     if len(points) < 2:
         return {"deliveries_per_second": 0.0, "delivered": len(points)}
     span = max(1e-9, points[-1][0] - points[0][0])
-    return {"deliveries_per_second": (len(points) - 1) / span, "delivered": len(points)}
+    counted = max(1, len(records) - counted0)
+    return {
+        "deliveries_per_second": (len(points) - 1) / span,
+        "delivered": len(points),
+        "cpu_ms_per_delivery": 1000 * cpu / counted,
+        "mock_cpu_ms_per_request": 1000 * mock_cpu / counted,
+    }
 
 
 def _clear_backlog() -> None:
@@ -96,7 +117,7 @@ def run_eventrelay(fleet: Fleet, n: int, seconds: float, run: str) -> dict[str, 
         f"er-{run}",
     )
     try:
-        return _measure(n, seconds)
+        return _measure(n, seconds, proc.pid)
     finally:
         fleet.stop(proc)
 
@@ -132,7 +153,7 @@ def run_naive(
         f"naive-{run}",
     )
     try:
-        return _measure(n, seconds)
+        return _measure(n, seconds, proc.pid)
     finally:
         fleet.stop(proc)
 
@@ -149,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     reset_state()
     fleet = Fleet(out, 2)
-    start_mock(fleet)
+    _MOCK_PID.append(start_mock(fleet).pid)
     rows: list[dict[str, Any]] = []
     try:
         for latency in latencies:
@@ -204,6 +225,13 @@ def _print(result: dict[str, Any]) -> None:
     for r in result["rows"]:
         cells = [
             f"{r[k]['deliveries_per_second']:7.0f}/s ({r[k]['in_flight']:4.0f})"
+            for k in ("eventrelay", "plain_prefork_c2", "plain_threads_c64")
+        ]
+        print(f"{r['latency_ms']:>6}ms | " + " | ".join(f"{c:>16}" for c in cells))
+    print("CPU ms per delivery (contender's processes / mock per request):")
+    for r in result["rows"]:
+        cells = [
+            f"{r[k].get('cpu_ms_per_delivery', 0):5.2f} / {r[k].get('mock_cpu_ms_per_request', 0):4.2f}"
             for k in ("eventrelay", "plain_prefork_c2", "plain_threads_c64")
         ]
         print(f"{r['latency_ms']:>6}ms | " + " | ".join(f"{c:>16}" for c in cells))
