@@ -96,23 +96,19 @@ def _count(engine: Engine, table: Any, *where: Any) -> int:
 
 
 def _history_bytes(engine: Engine) -> int:
+    """Bytes of both tables' partitions, indexes included."""
     with engine.connect() as conn:
-        return int(
-            conn.execute(
-                text(
-                    "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(:t) "
-                    "WHERE isleaf"
-                ),
-                {"t": "deliveries"},
-            ).scalar_one()
-        ) + int(
-            conn.execute(
-                text(
-                    "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(:t) "
-                    "WHERE isleaf"
-                ),
-                {"t": "delivery_attempts"},
-            ).scalar_one()
+        return sum(
+            int(
+                conn.execute(
+                    text(
+                        "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(:t) "
+                        "WHERE isleaf"
+                    ),
+                    {"t": table},
+                ).scalar_one()
+            )
+            for table in ("deliveries", "delivery_attempts")
         )
 
 
