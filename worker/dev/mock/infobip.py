@@ -6,7 +6,6 @@ The client side, with the vendor's rules it relies on, is worker/vendors/infobip
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
@@ -103,7 +102,7 @@ class InfobipMock(VendorMock):
         api_key = scheme_token(req.headers.get("authorization"), "App")
         if api_key != self.credential("infobip_api_key"):
             return Reply(401, error("UNAUTHORIZED", "Invalid login details"))
-        if not self._admit():
+        if not self._admit(req.ts):
             return Reply(
                 429,
                 error("TOO_MANY_REQUESTS", "Too many requests"),
@@ -124,19 +123,19 @@ class InfobipMock(VendorMock):
         }
         return Reply(201, body)
 
-    def _admit(self) -> bool:
-        """Sliding one-second window over admitted arrivals (per account = per server).
-        Refused requests do not extend the window, so a client that waits Retry-After
-        always gets through."""
+    def _admit(self, arrived: float) -> bool:
+        """Sliding one-second window over admitted arrivals (per account = per server), timed
+        when the request arrived, as the vendor counts (and as the log's `ts` shows), not when
+        this handler thread got to it. Refused requests do not extend the window, so a client
+        that waits Retry-After always gets through."""
         limit = self.knob("rate_limit")
         if limit is None:
             return True
-        now = time.monotonic()
         with self._lock:
             arrivals = self._arrivals
-            while arrivals and arrivals[0] <= now - 1.0:
+            while arrivals and arrivals[0] <= arrived - 1.0:
                 arrivals.popleft()
             if len(arrivals) >= limit:
                 return False
-            arrivals.append(now)
+            arrivals.append(arrived)
             return True
