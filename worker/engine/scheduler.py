@@ -24,6 +24,7 @@ from eventrelay.models.delivery import DELIVERIES, DeliveryStatus, Lane
 from eventrelay.models.idempotency import IDEMPOTENCY_KEYS
 from eventrelay.models.session import get_engine
 from eventrelay.models.sql import pick_locked
+from eventrelay.models.vacuum import vacuum_churning_tables
 from eventrelay.worker.config import Settings, get_settings, is_redis_url
 from eventrelay.worker.engine import retention
 from eventrelay.worker.engine.retry import RetryPolicy
@@ -48,6 +49,9 @@ PURGE_BUDGET_SECONDS = 0.5
 # within seconds (README, "Guarantees").
 ORPHAN_AFTER_SECONDS = 5.0
 CLEANUP_EVERY_SECONDS = 60.0
+# The live partitions and key table churn by thousands of rows a second; vacuumed this often
+# they stay at a few seconds' worth of dead rows (models/vacuum.py).
+VACUUM_EVERY_SECONDS = 10.0
 # How a delivery waiting for another one reads (engine/batch.py `apply_dependencies`).
 DEPENDENCY_WAIT_REASON = "waiting for delivery %"
 STRANDED_LIMIT_PER_TICK = 1000
@@ -64,6 +68,7 @@ class TickSummary:
     unstranded: int = 0  # deliveries whose dependency was delivered while they were released
     broker_reset: bool = False
     retention_pass: retention.RetentionSummary | None = None  # when this tick ran a retention pass
+    vacuumed: list[str] | None = None  # tables this tick vacuumed
 
 
 def queue_depths(broker_url: str) -> dict[str, int] | None:
@@ -262,6 +267,7 @@ class Scheduler:
         self.settings = settings or get_settings()
         self._last_cleanup = 0.0
         self._last_retention = 0.0
+        self._last_vacuum = 0.0
         self.stop_event = threading.Event()
 
     def _budget_spent(self, vendor: str, attempt: int, window_started_at: datetime) -> str | None:
@@ -332,6 +338,12 @@ class Scheduler:
                 summary.retention_pass = retention.run(engine, self.settings)
             except Exception as exc:  # a lock not granted, the database away: next time
                 log.warning("retention pass failed (%s: %s)", type(exc).__name__, exc)
+        if time.monotonic() - self._last_vacuum > VACUUM_EVERY_SECONDS:
+            self._last_vacuum = time.monotonic()
+            try:
+                summary.vacuumed = vacuum_churning_tables(engine)
+            except Exception as exc:  # a lock not granted, the database away: next time
+                log.warning("vacuum failed (%s: %s)", type(exc).__name__, exc)
         if summary.unstranded:
             log.info(
                 "scheduler: %d deliveries waited for a dependency already delivered; due now",
