@@ -67,7 +67,14 @@ ENV = {
     "INFOBIP_RATE_LIMIT": "0",
     **SECRETS,
 }
-os.environ.update(ENV)
+
+
+def use_benchmark_environment() -> None:
+    """Point this process (the producer side: enqueue, settings) at the benchmark's database,
+    Redis and mock. Called by each benchmark's main(), never at import: a test that imports
+    this module must not have its own settings replaced."""
+    os.environ.update(ENV)
+
 
 import redis  # noqa: E402
 import requests  # noqa: E402
@@ -579,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only-drain", action="store_true", help="run only the large-backlog drain"
     )
     args = parser.parse_args(argv)
+    use_benchmark_environment()
     jobs = args.jobs or (400 if args.smoke else 10_000)
     drain = args.drain or (2_000 if args.smoke else 50_000)
     steady_seconds = 3.0 if args.smoke else 15.0

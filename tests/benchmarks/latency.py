@@ -39,6 +39,7 @@ from tests.benchmarks.bench import (
     naive_request,
     reset_state,
     start_mock,
+    use_benchmark_environment,
 )
 
 LATENCIES_MS = (0, 20, 100, 500)
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench-results"))
     args = parser.parse_args(argv)
+    use_benchmark_environment()
     n = 300 if args.smoke else 4000
     seconds = 4.0 if args.smoke else 20.0
     latencies = (0, 100) if args.smoke else LATENCIES_MS

@@ -9,19 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.benchmarks.history import OPERATIONS
 from tests.benchmarks.smoke import run_smoke
-
-# As in tests/benchmarks/history.py, which is not imported here: it sets the benchmark's
-# database and Redis in os.environ when imported, and this pytest process would then run every
-# later test against them.
-OPERATIONS = (
-    "scheduler tick",
-    "claim + record 100",
-    "enqueue_many 1000",
-    "status --json",
-    "dlq list --json",
-    "metrics scrape",
-)
 
 # Only a history that a statement must read by design: the oldest row kept (an index's first
 # entry per partition, retention.describe) and the oldest finished one (the first partition).
