@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=10.0, gt=0)
     # Requests one worker process keeps in flight, shared by the vendors it serves; a vendor
     # may hold at most <VENDOR>_MAX_IN_FLIGHT of them (default 3/4). See README, "Tuning".
-    max_in_flight: int = Field(default=128, ge=1, le=2000)
+    max_in_flight: int = Field(default=256, ge=1, le=2000)
     # Delivery ids per published message.
     batch_size: int = Field(default=20, ge=1, le=500)
     max_payload_bytes: int = Field(default=256 * 1024, gt=0)
