@@ -182,15 +182,9 @@ FROM generate_series(1, {LIVE_PENDING}) AS g(i)
 
 
 def reset_database() -> None:
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(
-            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-            {"n": DB_NAME},
-        )
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}"'))
-        conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
-    admin.dispose()
+    from tests.support import ensure_database
+
+    ensure_database(DB_NAME, fresh=True)
     from eventrelay.models.session import reset_engine
     from eventrelay.worker.ops.migrate import upgrade
 

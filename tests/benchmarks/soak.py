@@ -81,17 +81,9 @@ def environment(retention: float, partition: float) -> dict[str, str]:
 
 
 def reset_state() -> None:
-    from sqlalchemy import create_engine, text
+    from tests.support import ensure_database
 
-    admin = create_engine(bench.PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(
-            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-            {"n": DB_NAME},
-        )
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}"'))
-        conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
-    admin.dispose()
+    ensure_database(DB_NAME, fresh=True)
     from eventrelay.models.session import reset_engine
     from eventrelay.worker.ops.migrate import upgrade
 
