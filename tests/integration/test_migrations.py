@@ -26,7 +26,7 @@ from sqlalchemy import (
 
 from eventrelay.models.base import UTCDateTime
 from eventrelay.worker.ops.migrate import alembic_config, check, downgrade, upgrade
-from tests.support import ensure_database
+from tests.support import TEST_DB_NAME, ensure_database
 
 
 def test_there_is_a_single_migration_head() -> None:
@@ -37,7 +37,7 @@ def test_there_is_a_single_migration_head() -> None:
 def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'migrations.db'}"
-    return ensure_database("eventrelay_test_migrations", fresh=True)
+    return ensure_database(f"{TEST_DB_NAME}_migrations", fresh=True)
 
 
 def test_models_and_migrations_agree(empty_database: str) -> None:

@@ -26,7 +26,7 @@ from eventrelay.worker.config import Settings
 from eventrelay.worker.engine import retention
 from eventrelay.worker.engine.state import Outcome, claim, record
 from eventrelay.worker.ops.migrate import upgrade
-from tests.support import ensure_database
+from tests.support import TEST_DB_NAME, ensure_database
 
 D, A = DELIVERIES, ATTEMPTS
 SETTINGS = Settings(retention_seconds=60, partition_seconds=10)
@@ -37,7 +37,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'retention.db'}"
     else:
-        url = ensure_database("eventrelay_test_retention", fresh=True)
+        url = ensure_database(f"{TEST_DB_NAME}_retention", fresh=True)
     upgrade(url)
     engine = make_engine(url)
     yield engine
