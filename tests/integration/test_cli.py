@@ -226,7 +226,7 @@ def test_a_database_without_tables_says_to_run_migrate(
 
 
 def test_status_table_fits_an_80_column_terminal_with_every_header_whole(cli: Any) -> None:
-    from eventrelay.worker.ops.cli import STATUS_COLUMNS
+    from eventrelay.worker.ops.cli.status import STATUS_COLUMNS
     from tests.conftest import _child_env
 
     cli(

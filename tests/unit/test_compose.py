@@ -126,7 +126,7 @@ def _resolve_eventrelay_command(argv: list[str]) -> tuple[list[str], click.Comma
     command: click.Command = cli
     rest = argv[1:]
     while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
-        sub = command.commands.get(rest[0])
+        sub = command.get_command(click.Context(command), rest[0])
         if sub is None:
             break
         path.append(rest.pop(0))

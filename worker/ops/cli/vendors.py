@@ -1,0 +1,60 @@
+"""`eventrelay vendors`: the registered vendors and their gate; resume a parked vendor."""
+
+from __future__ import annotations
+
+import click
+
+from eventrelay.worker.ops.cli.output import EXIT_INVALID, fail, print_json
+from eventrelay.worker.ops.cli.status import circuit, circuit_text
+
+
+@click.group()
+def vendors() -> None:
+    """Vendor state: list, resume a parked vendor."""
+
+
+@vendors.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def vendors_list(as_json: bool) -> None:
+    """Registered vendors, their operations and circuit (cooling, parked, ...)."""
+    from eventrelay.worker.config import get_settings
+    from eventrelay.worker.vendors import VENDOR_CLASSES
+
+    data = {name: sorted(cls.operations) for name, cls in sorted(VENDOR_CLASSES.items())}
+    redis_url = get_settings().effective_redis_url
+    circuits = {name: circuit(name, redis_url) for name in data}
+    if as_json:
+        print_json({"vendors": data, "circuits": circuits})
+        return
+    for name, ops in data.items():
+        state = circuits[name]
+        line = f"{name}: {', '.join(ops)}"
+        if state["circuit"]:
+            line += f" ({circuit_text(state)})"
+        if state["parked_reason"]:
+            line += (
+                f": {state['parked_reason']}; fix the key, then `eventrelay vendors resume {name}`"
+            )
+        click.echo(line)
+
+
+@vendors.command("resume")
+@click.argument("vendor")
+def vendors_resume(vendor: str) -> None:
+    """Unpark a vendor after fixing its credentials; its waiting deliveries go out now."""
+    from eventrelay.models.session import get_engine
+    from eventrelay.worker.config import get_settings
+    from eventrelay.worker.fleet import breaker
+    from eventrelay.worker.ops.operations import resume_vendor
+    from eventrelay.worker.vendors import vendor_names
+
+    if vendor not in vendor_names():
+        fail(f"unknown vendor {vendor!r}; valid vendors: {', '.join(vendor_names())}", EXIT_INVALID)
+    url = get_settings().effective_redis_url
+    was_parked = breaker.unpark(vendor, url) if url else False
+    with get_engine().begin() as conn:
+        rows = resume_vendor(conn, vendor)
+    click.echo(
+        f"{vendor}: {'unparked' if was_parked else 'was not parked'}; "
+        f"{len(rows)} waiting deliveries are due now (the scheduler publishes them)"
+    )
