@@ -879,3 +879,17 @@ def test_cli_prints_env_and_stops_on_sigterm(http: requests.Session) -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def test_error_body_replaces_the_body_of_injected_failures_only(
+    mock: MockVendors, http: requests.Session
+) -> None:
+    text = '{"errors": [{"message": "bad\\u0000", "description": "\\ud83d"}]}'
+    mock.set_faults("vtcdn", fail_next=[400], error_body=text + "\ud83d")
+    body = {"user": {"email": "a@example.com"}, "event": {"update": {"x": 1}}}
+    refused = vtcdn(mock, http, body)
+    assert refused.status_code == 400
+    assert refused.content == text.encode() + b"\xed\xa0\xbd"  # the lone surrogate, as is
+    assert vtcdn(mock, http, body).status_code == 200  # accepted answers keep their body
+    with pytest.raises(ValueError, match="error_body"):
+        mock.set_faults("vtcdn", error_body=5)

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from eventrelay.worker.errors import InvalidJob
 from eventrelay.worker.producer import validate_job
 from eventrelay.worker.vendors import get_vendor, vendor_names
-from eventrelay.worker.vendors.base import Verdict
+from eventrelay.worker.vendors.base import REASON_MAX_CHARS, SendResult, Verdict, storable
 from eventrelay.worker.vendors.botsi import Botsi, BotsiSettings
 from eventrelay.worker.vendors.gravityfield import GravityField, GravityFieldSettings
 from eventrelay.worker.vendors.infobip import Infobip, InfobipSettings
@@ -361,3 +361,31 @@ def test_vtcdn_confirmation_key_comes_from_the_order_id_whatever_the_producer_sa
 def test_every_vendor_is_registered_with_its_operations() -> None:
     assert vendor_names() == ["botsi", "gravityfield", "infobip", "vtcdn"]
     assert set(get_vendor("botsi").operations) == {"create_profile", "send_event"}
+
+
+# ---- what a vendor sends back is stored -------------------------------------------------------
+
+
+def test_vendor_text_is_made_storable_wherever_a_send_result_is_built() -> None:
+    result = SendResult(
+        Verdict.DEAD,
+        400,
+        3,
+        reason="HTTP 400: bad\x00 name \ud83d" + "x" * 1000,
+        error_class="Weird\x00Error",
+        excerpt='{"e": "\x00\udc00"}',
+    )
+    assert result.reason is not None and result.reason.startswith("HTTP 400: bad name \ufffdx")
+    assert len(result.reason) == REASON_MAX_CHARS and result.reason.endswith("…")
+    assert result.error_class == "WeirdError" and result.excerpt == '{"e": "\ufffd"}'
+    # A whole surrogate pair is one character in Python: it is kept.
+    assert storable("ok \U0001f600", 10) == "ok \U0001f600"
+    assert storable(None, 10) is None
+
+
+def test_vtcdn_error_with_a_nul_and_a_lone_surrogate_becomes_a_storable_reason() -> None:
+    body = json.loads('{"errors": [{"message": "Bad\\u0000 user", "description": "\\ud83d"}]}')
+    verdict, reason = vtcdn().classify(400, body, {})
+    result = SendResult(verdict, 400, 1, reason=reason)
+    assert result.reason == "HTTP 400: Bad user: \ufffd"
+    assert result.reason.encode("utf-8")  # PostgreSQL can take it

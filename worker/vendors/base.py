@@ -14,6 +14,7 @@ import email.utils
 import enum
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -30,7 +31,7 @@ from requests.adapters import HTTPAdapter
 from sqlalchemy import Connection
 
 from eventrelay.worker.errors import ConfigurationError, FieldError, InvalidJob
-from eventrelay.worker.redact import redact, register_secrets
+from eventrelay.worker.redact import EXCERPT_CHARS, redact, register_secrets
 
 
 class VendorSettings(BaseSettings):
@@ -74,9 +75,34 @@ class OutboundRequest:
         return f"OutboundRequest({self.method} {self.url})"
 
 
+# Longest vendor text kept per field: a reason is read by people, an excerpt is for debugging.
+REASON_MAX_CHARS = 500
+ERROR_CLASS_MAX_CHARS = 128  # the attempt's error_class column
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(text: str | None, limit: int) -> str | None:
+    """Text a vendor sent (or an exception's message) as any database can store it.
+
+    A vendor's words are input: a NUL (`\\u0000` in a JSON error, or a raw byte) is refused by
+    PostgreSQL, and a lone surrogate (a cut emoji, `\\ud83d`) cannot be encoded as UTF-8:
+    either fails the commit of every outcome recorded with it. NULs are dropped, lone surrogates
+    become U+FFFD (a pair never reaches here: `json.loads` joins it into one character), and
+    the text is cut to `limit` characters.
+    """
+    if text is None:
+        return None
+    text = _LONE_SURROGATE.sub("\ufffd", text.replace("\x00", ""))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 @dataclass(frozen=True)
 class SendResult:
-    """What came of one request: the verdict, and what we record about it (redacted)."""
+    """What came of one request: the verdict, and what we record about it (redacted).
+
+    Every text field is made storable here, whoever builds the result (the HTTP pipeline, an
+    adapter error), so nothing a vendor says can fail the record of it.
+    """
 
     verdict: Verdict
     status_code: int | None
@@ -86,6 +112,11 @@ class SendResult:
     error_class: str | None = None
     excerpt: str = ""
     response_json: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", storable(self.reason, REASON_MAX_CHARS))
+        object.__setattr__(self, "error_class", storable(self.error_class, ERROR_CLASS_MAX_CHARS))
+        object.__setattr__(self, "excerpt", storable(self.excerpt, EXCERPT_CHARS) or "")
 
 
 @dataclass(frozen=True)
@@ -338,7 +369,7 @@ def send(
         verdict=verdict,
         status_code=response.status_code,
         duration_ms=duration_ms,
-        reason=redact(reason, 500) if reason else None,
+        reason=redact(reason, REASON_MAX_CHARS) if reason else None,
         retry_after_seconds=retry_after,
         error_class=None if verdict is Verdict.DELIVERED else f"HTTP{response.status_code}",
         excerpt=redact(text),

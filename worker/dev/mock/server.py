@@ -23,8 +23,10 @@ Control endpoints (JSON), next to the vendor routes:
                                              {"vendor": "infobip", "clear": true}
 
 Fault knobs every vendor has: error_rate, error_status, latency_ms, hang_seconds, retry_after,
-retry_after_count, fail_next, and success_body (raw text sent, instead of the vendor's own
-body, with every answer the vendor accepts: e.g. "[" * 100000, JSON too deep to parse).
+retry_after_count, fail_next, success_body (raw text sent, instead of the vendor's own
+body, with every answer the vendor accepts: e.g. "[" * 100000, JSON too deep to parse), and
+error_body (raw text sent instead of the injected failures' body, e.g. a vendor's error text with
+a NUL or a lone surrogate in it).
 """
 
 from __future__ import annotations
@@ -139,6 +141,17 @@ def _parse_success_body(value: Any) -> str | None:
     return value
 
 
+def _parse_error_body(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a string (the raw body) or null")
+    # surrogatepass: a lone surrogate goes out as the bytes a broken vendor would send.
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
+        raise ValueError(f"must be at most {MAX_BODY_BYTES} bytes")
+    return value
+
+
 def _parse_retry_after(value: Any) -> float | str | None:
     if value is None or is_text(value):
         return cast("str | None", value)
@@ -154,6 +167,7 @@ _COMMON_KNOBS: dict[str, Callable[[Any], Any]] = {
     "retry_after_count": parse_count,
     "fail_next": _parse_status_list,
     "success_body": _parse_success_body,
+    "error_body": _parse_error_body,
 }
 
 # Which vendors declare each vendor-only knob, so that setting one elsewhere reads as a typo.
@@ -176,6 +190,7 @@ class _Faults:
     retry_after_remaining: int = 0
     fail_next: list[int] = field(default_factory=list)
     success_body: str | None = None
+    error_body: str | None = None
     own: dict[str, Any] = field(init=False)  # the vendor's own knobs, by name
 
     def __post_init__(self) -> None:
@@ -225,6 +240,7 @@ class _Faults:
             "retry_after_remaining": self.retry_after_remaining,
             "fail_next": list(self.fail_next),
             "success_body": self.success_body,
+            "error_body": self.error_body,
             **own,
         }
 
@@ -505,7 +521,7 @@ class MockVendors:
             return None  # reset (or stopped) while it waited: the vendor never saw it
         injected = self._take_injected_fault(mock.name)
         if injected is not None:
-            return injected
+            return self._with_error_body(mock.name, injected)
         return self._with_success_body(mock.name, handler(req))
 
     def _with_success_body(self, vendor: str, reply: Reply) -> Reply:
@@ -516,6 +532,14 @@ class MockVendors:
             return reply
         reply.raw_body = text.encode()
         reply.fault = "success_body"
+        return reply
+
+    def _with_error_body(self, vendor: str, reply: Reply) -> Reply:
+        """An injected failure carries the `error_body` knob's raw text, when it is set."""
+        with self._lock:
+            text = self._faults[vendor].error_body
+        if text is not None:
+            reply.raw_body = text.encode("utf-8", "surrogatepass")
         return reply
 
     def _delay(self, vendor: str, ended: threading.Event) -> None:
