@@ -3,7 +3,8 @@
     EventRelayError                 base of everything eventrelay raises on purpose
     ├── InvalidJob                  refused at the door, nothing stored (`.errors`: field paths)
     ├── ConfigurationError          a setting is missing or wrong (`.env_var` names what to set)
-    └── DeliveryNotFound            no delivery with that id
+    ├── DeliveryNotFound            no delivery with that id
+    └── Unsendable                  a stored job no request can be built from: dead at once
 
 A failed delivery attempt is not an exception: `worker.vendors.base.send` returns a
 `SendResult` whose `Verdict` (delivered / retry / dead / credentials) the worker records.
@@ -66,3 +67,12 @@ class ConfigurationError(EventRelayError):
 
 class DeliveryNotFound(EventRelayError):
     """No delivery has that id."""
+
+
+class Unsendable(EventRelayError):
+    """A stored job that can never be sent as it is, raised by a vendor's `build_request`.
+
+    The door refuses such jobs now, but rows stored before a rule existed (an Infobip `..`
+    path parameter) are still in the database; retrying cannot change them, so the delivery
+    is dead-lettered at once with this message as its reason.
+    """

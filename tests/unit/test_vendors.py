@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from eventrelay.worker.errors import InvalidJob
+from eventrelay.worker.errors import InvalidJob, Unsendable
 from eventrelay.worker.producer import validate_job
 from eventrelay.worker.vendors import get_vendor, vendor_names
 from eventrelay.worker.vendors.base import REASON_MAX_CHARS, SendResult, Verdict, storable
@@ -300,7 +300,7 @@ def test_infobip_refuses_a_dot_segment_that_would_post_elsewhere_with_the_accoun
 
 def test_infobip_builds_no_request_from_a_stored_dot_segment() -> None:
     # A row stored before the door refused them must not go out either.
-    with pytest.raises(ValueError, match="personId"):
+    with pytest.raises(Unsendable, match="personId"):
         infobip().build_request("send_event", [jobs.infobip_event() | {"personId": ".."}])
 
 

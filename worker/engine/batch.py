@@ -31,7 +31,7 @@ from eventrelay.worker.engine.state import (
     dependency_states,
     record,
 )
-from eventrelay.worker.errors import ConfigurationError
+from eventrelay.worker.errors import ConfigurationError, Unsendable
 from eventrelay.worker.fleet import breaker, ratelimit
 from eventrelay.worker.logs import log_attempt
 from eventrelay.worker.redact import redact
@@ -153,6 +153,15 @@ def send_group(
     out = SentGroup(health_dirty=health_dirty)
     try:
         request = vendor.build_request(group[0].operation, [c.payload for c in group])
+    except Unsendable as exc:  # retrying cannot change a stored payload
+        if len(group) > 1:
+            out.resend = [[c] for c in group]  # find the one that cannot go
+            return out
+        reason = f"cannot be sent: {redact(str(exc), 500)}"
+        out.outcomes = [
+            Outcome(group[0], AttemptOutcome.DEAD, error_class="Unsendable", reason=reason)
+        ]
+        return out
     except ConfigurationError as exc:
         log.error("%s: %s; its deliveries wait", vendor.name, exc)
         out.outcomes = release(group, CONFIG_ERROR_WAIT_SECONDS, str(exc))

@@ -21,6 +21,7 @@ from urllib.parse import quote
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StrictStr
 from pydantic_settings import SettingsConfigDict
 
+from eventrelay.worker.errors import Unsendable
 from eventrelay.worker.vendors.base import OutboundRequest, Vendor, VendorSettings
 
 DEFAULT_RATE_LIMIT_PER_SECOND = 250.0
@@ -113,5 +114,5 @@ def _segment(job: dict[str, Any], field: str) -> str:
     raises (the delivery is never sent) rather than posting to another endpoint."""
     value = str(job[field])
     if value in DOT_SEGMENTS:
-        raise ValueError(f"{field} {value!r} would change the request path; not sent")
+        raise Unsendable(f"{field} {value!r} would change the request path; not sent")
     return quote(value, safe="")
