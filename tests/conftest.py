@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from tests.support import (
     REDIS_HOST,
@@ -17,6 +18,8 @@ from tests.support import (
     Proc,
     ensure_database,
     free_port,
+    loopback_is_up,
+    missing_services,
     start_scheduler,
     start_worker,
 )
@@ -58,8 +61,50 @@ MOCK_CREDENTIALS = {
 }
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "services: needs the real PostgreSQL and Redis")
+# CI runs everything; locally the slow suites are opt-in and what needs services is skipped,
+# with one line saying which service is missing, when they are not there.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Folders whose tests need PostgreSQL and Redis (and most start Celery processes).
+SERVICE_FOLDERS = ("integration", "faults", "benchmarks", "apps")
+TESTS_DIR = Path(__file__).resolve().parent
+
+settings.register_profile("ci", max_examples=400, deadline=None)
+settings.register_profile("dev", max_examples=25, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if IN_CI else "dev"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow", action="store_true", help="also run the slow suites (CI=true runs them)"
+    )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not loopback_is_up():
+        terminalreporter.write_line(
+            "loopback is down: the tests that run a local HTTP server fail; in a fresh network "
+            "namespace run `ip link set lo up` first",
+            red=True,
+        )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(item.path).resolve().relative_to(TESTS_DIR).parts
+        if parts[0] in SERVICE_FOLDERS:
+            item.add_marker(pytest.mark.services)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("slow") and not (IN_CI or item.config.getoption("--run-slow")):
+        pytest.skip("slow: opt-in locally with --run-slow (CI=true runs it)")
+    if item.get_closest_marker("services"):
+        missing = missing_services()
+        if missing and IN_CI:
+            pytest.exit(f"CI=true and {missing}", returncode=3)
+        if missing:
+            pytest.skip(f"needs PostgreSQL and Redis: {missing}")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -48,6 +49,35 @@ def ensure_database(name: str, fresh: bool = False) -> str:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     return pg_url(name)
+
+
+@functools.cache
+def missing_services() -> str | None:
+    """None when PostgreSQL and Redis both accept connections, else which are unreachable."""
+    pg = make_url(PG_ADMIN_URL)
+    wanted = {
+        "PostgreSQL": (pg.host or "127.0.0.1", pg.port or 5432),
+        "Redis": (REDIS_HOST.rpartition(":")[0], int(REDIS_HOST.rpartition(":")[2])),
+    }
+    missing = []
+    for name, (host, port) in wanted.items():
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+        except OSError as exc:
+            missing.append(f"{name} unreachable at {host}:{port} ({exc.strerror or exc})")
+    return "; ".join(missing) or None
+
+
+def loopback_is_up() -> bool:
+    """Whether this process can reach a socket of its own on 127.0.0.1."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        try:
+            socket.create_connection(server.getsockname(), timeout=2).close()
+        except OSError:
+            return False
+        return True
 
 
 def free_port() -> int:

@@ -47,9 +47,7 @@ job_like = (
 
 
 @pytest.mark.usefixtures("clean")
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=st.lists(job_like, min_size=1, max_size=4))
 def test_enqueue_many_with_arbitrary_json_stores_all_or_nothing(batch: list[Any]) -> None:
     before = _count()
@@ -68,9 +66,7 @@ def test_enqueue_many_with_arbitrary_json_stores_all_or_nothing(batch: list[Any]
 
 
 @pytest.mark.usefixtures("clean")
-@settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(json_values.map(json.dumps) | st.text(max_size=40), min_size=1, max_size=4))
 def test_cli_json_lines_reader_exits_0_or_2_and_never_crashes(lines: list[str]) -> None:
     before = _count()

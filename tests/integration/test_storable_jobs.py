@@ -87,8 +87,6 @@ def candidate_jobs(draw: st.DrawFn) -> tuple[str, str, Any, str | None]:
 
 @pytest.mark.usefixtures("clean")
 @settings(
-    max_examples=1000,
-    deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(candidate=candidate_jobs())
