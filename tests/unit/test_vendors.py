@@ -272,6 +272,21 @@ def test_vtcdn_refuses_incomplete_events(payload: dict[str, Any], loc: str) -> N
     assert loc in _errors("vtcdn", "send_event", payload)
 
 
+@pytest.mark.parametrize("event", [{"update": {"firstname": "Ana"}}, {"email_open": {}}])
+def test_vtcdn_refuses_a_user_id_without_its_underscore(event: dict[str, Any]) -> None:
+    # vtcdn's identifiers are `email` and `_id` ("User: object with email or _id as
+    # identifier"); an `id` would reach vtcdn as an unknown attribute and the user unnamed.
+    errors = _errors("vtcdn", "send_event", {"user": {"id": "u1"}, "event": event})
+    assert "_id" in errors["payload.user.id"]
+    errors = _errors("vtcdn", "send_event", {"user": {"id": "u1", "_id": "u1"}, "event": event})
+    assert "payload.user.id" in errors
+
+
+def test_vtcdn_email_open_by_id_is_throttled_per_user() -> None:
+    job = validate_job("vtcdn", "send_event", {"user": {"_id": 7}, "event": {"email_open": {}}})
+    assert job.throttle is not None and job.payload["user"] == {"_id": 7}
+
+
 def test_vtcdn_passes_other_standard_events_through() -> None:
     job = validate_job(
         "vtcdn", "send_event", {"user": {"_id": "u1"}, "event": {"cart_add": {"sku": "1"}}}

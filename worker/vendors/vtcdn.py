@@ -43,10 +43,19 @@ class VtcdnSettings(VendorSettings):
 
 
 class User(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # No populate_by_name: the identifier is `_id` on the wire ("User: object with email or _id
+    # as identifier"), and an `id` accepted by its Python name would be sent as it was given.
+    model_config = ConfigDict(extra="allow")
 
     email: StrictStr | None = None
     id: StrictStr | StrictInt | None = Field(default=None, alias="_id")
+    # Only ever refused: vtcdn would take it as an unknown attribute, the user unidentified.
+    id_without_underscore: Any = Field(default=None, alias="id")
+
+    @field_validator("id_without_underscore", mode="before")
+    @classmethod
+    def _not_id(cls, value: Any) -> Any:
+        raise ValueError("vtcdn's user identifier is spelled `_id` (with an underscore)")
 
     @field_validator("email", "id", mode="before")
     @classmethod
