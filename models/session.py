@@ -26,13 +26,27 @@ def set_pre_ping(enabled: bool) -> None:
     _pre_ping = enabled
 
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_BUSY_TIMEOUT_MAX_SECONDS = 30.0
 
 
 def _database_url() -> str:
     from eventrelay.worker.config import get_settings
 
     return get_settings().database_url
+
+
+def sqlite_busy_timeout_seconds(lease_seconds: float | None = None) -> float:
+    """How long a statement waits for another connection's SQLite write lock.
+
+    A third of the lease (EVENTRELAY_LEASE_SECONDS): a worker's heartbeat renews its leases
+    every third of it, and one blocked past the lease would let another worker take the
+    deliveries it is still sending. Failing after a third leaves the next beat time to succeed.
+    """
+    if lease_seconds is None:
+        from eventrelay.worker.config import get_settings
+
+        lease_seconds = get_settings().lease_seconds
+    return min(SQLITE_BUSY_TIMEOUT_MAX_SECONDS, lease_seconds / 3)
 
 
 def make_engine(url: str) -> Engine:
@@ -42,21 +56,34 @@ def make_engine(url: str) -> Engine:
     it SQLAlchemy writes them into the exception's text, and so into every log of it.
     """
     if url.startswith("sqlite"):
-        engine = create_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True
-        )
+        busy_ms = int(sqlite_busy_timeout_seconds() * 1000)
+        engine = create_engine(url, connect_args={"timeout": busy_ms / 1000}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # pysqlite begins a transaction only before INSERT/UPDATE/DELETE, so a SELECT and
+            # the UPDATE decided by it were two transactions; SQLAlchemy's pysqlite docs
+            # ("Serializable isolation / Savepoints / Transactional DDL"): turn the driver's
+            # BEGIN off and emit our own when SQLAlchemy begins (below).
+            dbapi_conn.isolation_level = None
             # WAL lets the worker read while a producer writes; foreign keys are off by default.
             # synchronous=FULL: with WAL, NORMAL may roll back committed transactions on power
             # loss (SQLite's docs), and a job `enqueue` reported as stored must stay stored.
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
-            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # IMMEDIATE takes the write lock at the start, waiting up to the busy timeout. A
+            # deferred transaction that read first and writes later fails at once, without
+            # waiting, if another connection committed in between (SQLITE_BUSY_SNAPSHOT).
+            # SQLite has one writer at a time anyway; the cost is that a read-only
+            # transaction (status, metrics) waits for a writer too, for milliseconds.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     # pre_ping: a PostgreSQL restart costs one failed checkout, not a dead worker.

@@ -141,8 +141,10 @@ def test_only_dependency_waits_whose_dependency_is_delivered_are_woken(engine: E
     # Still waiting for a profile that is not delivered: keeps waiting.
     pending_profile = _add(engine, "create_profile")
     waits = _add(engine, "send_event", depends_on=pending_profile)
+    # Claimed and checked before the record's transaction: SQLite has one writer at a time.
+    outcomes = _wait_for_dependency(engine, _claim_one(engine, waits))
     with engine.begin() as conn:
-        record(conn, _wait_for_dependency(engine, _claim_one(engine, waits)))
+        record(conn, outcomes)
     # A retry in backoff whose profile is delivered: its backoff is kept.
     delivered_profile = _add(engine, "create_profile")
     backoff = _add(engine, "send_event", depends_on=delivered_profile)
