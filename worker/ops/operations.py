@@ -221,14 +221,24 @@ def replay(conn: Connection, flt: DeadFilter) -> list[tuple[uuid.UUID, str, Lane
 
 def purge_dead(conn: Connection, older_than: timedelta, dry_run: bool = False) -> int:
     """Delete dead letters that died longer ago than `older_than` (attempts go with them)."""
-    cutoff = utcnow() - older_than
-    where = [D.c.archived_at == LIVE, D.c.status == DeliveryStatus.DEAD, D.c.finished_at < cutoff]
+    return len(purge(conn, DeadFilter(until=utcnow() - older_than), dry_run))
+
+
+def purge(conn: Connection, flt: DeadFilter, dry_run: bool = False) -> list[uuid.UUID]:
+    """Delete the dead letters matching `flt` with their attempts; returns their ids.
+
+    Only dead deliveries are ever deleted, whatever `flt` names: a delivery replayed or
+    delivered meanwhile stays. With `dry_run`, the ids that would go.
+    """
+    where = flt.where()
     if dry_run:
-        return int(conn.execute(select(func.count()).select_from(D).where(*where)).scalar_one())
-    ids = select(D.c.id).where(*where).scalar_subquery()
-    conn.execute(delete(A).where(A.c.archived_at == LIVE, A.c.delivery_id.in_(ids)))
-    result = conn.execute(delete(D).where(*where))
-    return int(result.rowcount or 0)
+        return [r.id for r in conn.execute(select(D.c.id).where(*where))]
+    ids = [r.id for r in conn.execute(delete(D).where(*where).returning(D.c.id))]
+    for start in range(0, len(ids), 1000):
+        conn.execute(
+            delete(A).where(A.c.archived_at == LIVE, A.c.delivery_id.in_(ids[start : start + 1000]))
+        )
+    return ids
 
 
 def resume_vendor(conn: Connection, vendor: str) -> list[tuple[uuid.UUID, str, Lane]]:
@@ -246,3 +256,85 @@ def resume_vendor(conn: Connection, vendor: str) -> list[tuple[uuid.UUID, str, L
         .returning(D.c.id, D.c.vendor, D.c.lane)
     ).all()
     return [(r.id, r.vendor, Lane(r.lane)) for r in rows]
+
+
+def park(vendor: str, reason: str, redis_url: str | None) -> None:
+    """Park a vendor by hand: nothing is sent to it until `resume` (its deliveries wait).
+
+    The same state a refused credential puts it in (fleet/breaker.py), so workers, the
+    scheduler, `status` and the metrics see it the same way.
+
+    Raises:
+        EventRelayError: unknown vendor, empty reason, or no Redis configured.
+    """
+    from eventrelay.worker.fleet import breaker
+
+    _known_vendor(vendor)
+    if not reason.strip():
+        raise EventRelayError("say why the vendor is parked (--reason)")
+    if not redis_url:
+        raise EventRelayError("parking needs Redis: set EVENTRELAY_REDIS_URL")
+    breaker.park(vendor, reason.strip(), redis_url)
+
+
+@dataclass(frozen=True)
+class Resumed:
+    vendor: str
+    was_parked: bool
+    due_now: list[tuple[uuid.UUID, str, Lane]]
+
+
+def resume(conn: Connection, vendor: str, redis_url: str | None) -> Resumed:
+    """Unpark a vendor and make its waiting deliveries due now (the scheduler publishes them).
+
+    Raises:
+        EventRelayError: unknown vendor.
+    """
+    from eventrelay.worker.fleet import breaker
+
+    _known_vendor(vendor)
+    was_parked = breaker.unpark(vendor, redis_url) if redis_url else False
+    return Resumed(vendor, was_parked, resume_vendor(conn, vendor))
+
+
+def _known_vendor(vendor: str) -> None:
+    from eventrelay.worker.vendors import vendor_names
+
+    if vendor not in vendor_names():
+        raise EventRelayError(
+            f"unknown vendor {vendor!r}; valid vendors: {', '.join(vendor_names())}"
+        )
+
+
+def vendor_overview(conn: Connection, redis_url: str | None) -> list[dict[str, Any]]:
+    """One row per vendor for consoles: circuit, parked reason, cooling left, backlog, age.
+
+    `backlog` is pending plus delivering (live rows only, so it costs the same with any amount
+    of history); circuit fields are None when Redis cannot be read.
+    """
+    from eventrelay.worker.fleet import breaker
+
+    rows = []
+    for vendor, entry in sorted(status_counts(conn).items()):
+        counts = entry["counts"]
+        row: dict[str, Any] = {
+            "vendor": vendor,
+            "circuit": None,
+            "parked_reason": None,
+            "cooling_seconds_left": None,
+            "backlog": counts[DeliveryStatus.PENDING.value]
+            + counts[DeliveryStatus.DELIVERING.value],
+            "dead": counts[DeliveryStatus.DEAD.value],
+            "oldest_pending_age_seconds": entry["oldest_pending_age_seconds"],
+        }
+        if redis_url:
+            try:
+                health = breaker.health(vendor, redis_url)
+            except Exception:
+                row["circuit"] = "unknown (redis unreachable)"
+            else:
+                row["circuit"] = health.state
+                row["parked_reason"] = health.parked_reason
+                row["cooling_seconds_left"] = health.cooling_seconds_left
+        rows.append(row)
+    return rows

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib import admin
 from django.urls import path
 
 from tests.apps.django_project import views
@@ -7,4 +8,5 @@ from tests.apps.django_project import views
 urlpatterns = [
     path("orders", views.create_order),
     path("orders-elsewhere", views.create_order_separate_database),
+    path("admin/", admin.site.urls),
 ]

@@ -1,4 +1,4 @@
-"""`eventrelay vendors`: the registered vendors and their gate; resume a parked vendor."""
+"""`eventrelay vendors`: the registered vendors and their gate; park one by hand, resume one."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from eventrelay.worker.ops.cli.status import circuit, circuit_text
 
 @click.group()
 def vendors() -> None:
-    """Vendor state: list, resume a parked vendor."""
+    """Vendor state: list, park by hand, resume a parked vendor."""
 
 
 @vendors.command("list")
@@ -44,17 +44,31 @@ def vendors_resume(vendor: str) -> None:
     """Unpark a vendor after fixing its credentials; its waiting deliveries go out now."""
     from eventrelay.models.session import get_engine
     from eventrelay.worker.config import get_settings
-    from eventrelay.worker.fleet import breaker
-    from eventrelay.worker.ops.operations import resume_vendor
-    from eventrelay.worker.vendors import vendor_names
+    from eventrelay.worker.errors import EventRelayError
+    from eventrelay.worker.ops.operations import resume
 
-    if vendor not in vendor_names():
-        fail(f"unknown vendor {vendor!r}; valid vendors: {', '.join(vendor_names())}", EXIT_INVALID)
-    url = get_settings().effective_redis_url
-    was_parked = breaker.unpark(vendor, url) if url else False
-    with get_engine().begin() as conn:
-        rows = resume_vendor(conn, vendor)
+    try:
+        with get_engine().begin() as conn:
+            done = resume(conn, vendor, get_settings().effective_redis_url)
+    except EventRelayError as exc:
+        fail(str(exc), EXIT_INVALID)
     click.echo(
-        f"{vendor}: {'unparked' if was_parked else 'was not parked'}; "
-        f"{len(rows)} waiting deliveries are due now (the scheduler publishes them)"
+        f"{vendor}: {'unparked' if done.was_parked else 'was not parked'}; "
+        f"{len(done.due_now)} waiting deliveries are due now (the scheduler publishes them)"
     )
+
+
+@vendors.command("park")
+@click.argument("vendor")
+@click.option("--reason", required=True, help="Why, as `status` and the consoles will show it.")
+def vendors_park(vendor: str, reason: str) -> None:
+    """Stop sending to a vendor until `eventrelay vendors resume` (its deliveries wait)."""
+    from eventrelay.worker.config import get_settings
+    from eventrelay.worker.errors import EventRelayError
+    from eventrelay.worker.ops.operations import park
+
+    try:
+        park(vendor, reason, get_settings().effective_redis_url)
+    except EventRelayError as exc:
+        fail(str(exc), EXIT_INVALID)
+    click.echo(f"{vendor}: parked ({reason.strip()}); `eventrelay vendors resume {vendor}` to undo")

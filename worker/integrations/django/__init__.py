@@ -1,4 +1,15 @@
-"""Enqueue jobs from a Django app, inside its own `transaction.atomic()` blocks.
+"""Enqueue jobs from a Django app, inside its own `transaction.atomic()` blocks; and the
+operator's console in Django's admin.
+
+**The admin** (this package is also a Django app, label `eventrelay`):
+
+    INSTALLED_APPS += ["eventrelay.worker.integrations.django"]
+
+gives `/admin/eventrelay/delivery/`, `/admin/eventrelay/deadletter/` (actions `replay` and
+`purge`) and `/admin/eventrelay/vendor/` (park, resume), read-only otherwise; see `admin.py`.
+Its models are unmanaged views of eventrelay's own tables: Django never migrates them.
+
+**Enqueueing:**
 
     from django.db import transaction
     from eventrelay.worker.integrations.django import enqueue
