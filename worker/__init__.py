@@ -18,9 +18,22 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):
-        from eventrelay.worker.engine.celery_app import get_app
+        import sys
 
-        return get_app()
+        from eventrelay.worker.engine.celery_app import get_app
+        from eventrelay.worker.errors import ConfigurationError
+
+        try:
+            return get_app()
+        except ConfigurationError:
+            if "celery.bin.celery" not in sys.modules:
+                raise  # imported by an application: it gets the error, naming the variable
+            # `celery -A eventrelay.worker worker|flower`: one line per bad setting, exit 2,
+            # no traceback (README, "What a bad setting does").
+            from eventrelay.worker.engine.startup import refuse_bad_start
+
+            refuse_bad_start("celery", sends=False)
+            raise
     raise AttributeError(f"module 'eventrelay.worker' has no attribute {name!r}")
 
 

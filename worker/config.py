@@ -8,8 +8,10 @@ Vendor settings (base URL, keys, rate limit, retry overrides) belong to each ven
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+import annotated_types
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventrelay.worker.errors import ConfigurationError
@@ -26,7 +28,9 @@ def is_redis_url(url: str) -> bool:
 class Settings(BaseSettings):
     """Process-wide settings; every field is `EVENTRELAY_<NAME>` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="EVENTRELAY_", extra="ignore")
+    # No inf or nan: `EVENTRELAY_LEASE_SECONDS=inf` would parse as a float and hold every lease
+    # for ever.
+    model_config = SettingsConfigDict(env_prefix="EVENTRELAY_", extra="ignore", allow_inf_nan=False)
 
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str = DEFAULT_BROKER_URL
@@ -83,6 +87,19 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _retention_spans_a_partition(self) -> Settings:
+        # Shorter, every retention pass would drop the partition it had just made (churn), and
+        # an interrupted DETACH would then stop every record batch; see README, "Retention".
+        if self.retention_seconds < self.partition_seconds:
+            raise ValueError(
+                f"EVENTRELAY_RETENTION_SECONDS ({self.retention_seconds:g}) is shorter than "
+                f"EVENTRELAY_PARTITION_SECONDS ({self.partition_seconds:g}): history is kept in "
+                "partitions of that length, so the retention must be at least one of them; "
+                "raise EVENTRELAY_RETENTION_SECONDS or lower EVENTRELAY_PARTITION_SECONDS"
+            )
+        return self
+
     @property
     def effective_redis_url(self) -> str | None:
         if self.redis_url:
@@ -103,14 +120,78 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"EVENTRELAY_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            if err["loc"]
-            else str(err["msg"]).removeprefix("Value error, ")  # a rule over several settings
-            for err in exc.errors(include_url=False, include_input=False)
-        )
-        first = exc.errors()[0]["loc"] if exc.errors() else ()
+        problems = describe_errors(exc, Settings, "EVENTRELAY_")
         raise ConfigurationError(
-            f"invalid eventrelay setting(s): {problems}",
-            env_var=f"EVENTRELAY_{'_'.join(str(p) for p in first).upper()}" if first else None,
+            f"invalid eventrelay setting(s): {'; '.join(text for _, text in problems)}",
+            env_var=problems[0][0] if problems else None,
         ) from None
+
+
+def describe_errors(
+    exc: ValidationError, model: type[BaseModel], prefix: str
+) -> list[tuple[str | None, str]]:
+    """One `(variable, line)` per problem in settings read from the environment:
+    `INFOBIP_RATE_LIMIT: must be a number >= 0 (0: unlimited), got 'fast'`.
+
+    The value given is repeated only for numbers and flags: a URL may carry a password and a
+    secret must never reach a log.
+    """
+    out: list[tuple[str | None, str]] = []
+    for err in exc.errors(include_url=False):
+        if not err["loc"]:  # a rule over several settings says it all itself
+            out.append((None, str(err["msg"]).removeprefix("Value error, ")))
+            continue
+        name = str(err["loc"][0])
+        env = f"{prefix}{name}".upper()
+        field = model.model_fields.get(name)
+        if field is None:
+            out.append((env, f"{env}: {err['msg']}"))
+            continue
+        kind, shown = _kind_of(field.annotation)
+        declared = _declared(model, name)
+        bounds = [
+            f"{op} {_number(getattr(m, attr))}"
+            for m in declared.metadata
+            for attr, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+            if isinstance(m, annotated_types.BaseMetadata) and hasattr(m, attr)
+        ]
+        text = f"{env}: must be {kind}" + (" " + " and ".join(bounds) if bounds else "")
+        if declared.description:
+            text += f" ({declared.description})"
+        if shown and "input" in err:
+            text += f", got {str(err['input'])!r}"
+        out.append((env, text))
+    return out
+
+
+def _declared(model: type[BaseModel], name: str) -> Any:
+    """The field as first declared with its bounds: a subclass that only changes a default
+    (Infobip's rate limit) keeps its base class's rule, and the message says it."""
+    for cls in model.__mro__:
+        fields = cls.__dict__.get("__pydantic_fields__")
+        if (
+            isinstance(fields, dict)
+            and name in fields
+            and (fields[name].metadata or fields[name].description)
+        ):
+            return fields[name]
+    return model.model_fields[name]
+
+
+def _kind_of(annotation: Any) -> tuple[str, bool]:
+    """What a value of this type is called in a message, and whether the given value may be
+    shown (never for text: URLs carry passwords, secrets are text)."""
+    args = set(getattr(annotation, "__args__", ()) or (annotation,)) - {type(None)}
+    if SecretStr in args or str in args:
+        return "text", False
+    if bool in args:
+        return "true or false", True
+    if int in args and float not in args:
+        return "a whole number", True
+    if float in args:
+        return "a number", True
+    return "valid", False
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

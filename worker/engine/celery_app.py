@@ -16,7 +16,12 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    after_setup_logger,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 from kombu.entity import Queue
 
 from eventrelay.worker.config import get_settings
@@ -54,6 +59,7 @@ def reset_app() -> None:
 def make_app() -> Celery:
     settings = get_settings()
     app = Celery("eventrelay", broker=settings.broker_url, include=TASK_MODULES)
+    worker_init.connect(_check_before_taking_work)
     worker_process_init.connect(_fresh_connections_after_fork)
     worker_process_shutdown.connect(_finish_in_flight)
     after_setup_logger.connect(_eventrelay_logging)
@@ -105,6 +111,15 @@ def filesystem_transport_options(folder: str) -> dict[str, Any]:
         "data_folder_out": str(base / "queue"),
         "control_folder": str(base / "control"),
     }
+
+
+def _check_before_taking_work(sender: Any = None, **_: Any) -> None:
+    # The main process, before the pool forks and before a message is taken: a bad setting
+    # found later, in a fork hook or a pump thread, is only logged and the worker delivers
+    # nothing (README, "What a bad setting does"). Ends the process with exit 2.
+    from eventrelay.worker.engine.startup import refuse_bad_start
+
+    refuse_bad_start("worker", getattr(sender, "pool_cls", None))
 
 
 def _fresh_connections_after_fork(**_: Any) -> None:

@@ -24,8 +24,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import annotated_types
 import requests
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from requests.adapters import HTTPAdapter
 from sqlalchemy import Connection
@@ -38,21 +46,51 @@ class VendorSettings(BaseSettings):
     """What every vendor can be given through `<VENDOR>_*` environment variables.
 
     Subclasses set `env_prefix`, a default `base_url` where the vendor documents one, and their
-    secrets as `SecretStr` fields (masked in `repr`, never stored).
+    secrets as `SecretStr` fields (masked in `repr`, never stored). The bounds below hold for
+    every vendor, also where a subclass overrides a default (Infobip's rate limit): a worker
+    refuses to start with a value outside them (README, "What a bad setting does").
     """
 
-    model_config = SettingsConfigDict(extra="ignore")
+    # No inf or nan: an infinite rate limit or cap would parse as a float and break the maths.
+    model_config = SettingsConfigDict(extra="ignore", allow_inf_nan=False)
 
     base_url: str | None = None
-    # Requests per second for the whole fleet; None means unlimited.
-    rate_limit: float | None = None
+    # Requests per second for the whole fleet; None or 0 means unlimited. A negative rate
+    # would read as "unlimited" too, so it is refused.
+    rate_limit: float | None = Field(default=None, ge=0, description="0: unlimited")
     # Requests in flight to this vendor per worker process (some vendors limit concurrent
     # connections); None: 3/4 of EVENTRELAY_MAX_IN_FLIGHT.
     max_in_flight: int | None = Field(default=None, ge=1)
-    max_attempts: int | None = None
-    max_age_seconds: float | None = None
-    backoff_base_seconds: float | None = None
-    backoff_cap_seconds: float | None = None
+    # Retry-policy overrides: 0 attempts would dead-letter every job at once, a backoff of 0
+    # retries in a hot loop, and a cap of 0 turns a 429's Retry-After into no pause at all.
+    max_attempts: int | None = Field(default=None, ge=1)
+    max_age_seconds: float | None = Field(default=None, gt=0)
+    backoff_base_seconds: float | None = Field(default=None, gt=0)
+    backoff_cap_seconds: float | None = Field(default=None, gt=0)
+
+    @field_validator(
+        "rate_limit",
+        "max_in_flight",
+        "max_attempts",
+        "max_age_seconds",
+        "backoff_base_seconds",
+        "backoff_cap_seconds",
+    )
+    @classmethod
+    def _within_common_bounds(cls, value: Any, info: ValidationInfo) -> Any:
+        # A subclass that redeclares a field (to change its default) drops the Field bounds
+        # above; they are checked here again from this class's declaration.
+        if value is None or info.field_name is None:
+            return value
+        for rule in VendorSettings.model_fields[info.field_name].metadata:
+            if not isinstance(rule, annotated_types.BaseMetadata):
+                continue
+            low_gt, low_ge = getattr(rule, "gt", None), getattr(rule, "ge", None)
+            if (low_gt is not None and not value > low_gt) or (
+                low_ge is not None and not value >= low_ge
+            ):
+                raise ValueError("out of bounds")
+        return value
 
 
 class Verdict(enum.StrEnum):

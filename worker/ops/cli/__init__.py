@@ -68,8 +68,13 @@ def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     from sqlalchemy.exc import DBAPIError
 
+    from eventrelay.worker.errors import ConfigurationError
+
     try:
         cli(prog_name="eventrelay")
+    except ConfigurationError as exc:  # names the variable and what it must be
+        click.echo(f"eventrelay: {exc}", err=True)
+        sys.exit(2)
     except DBAPIError as exc:
         # Say what to do, not a traceback: the usual causes are a missing schema or a database
         # that is not running.

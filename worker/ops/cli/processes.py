@@ -41,9 +41,12 @@ def worker(
 ) -> None:
     """Run a Celery worker with eventrelay's options (task events on, for Flower)."""
     from eventrelay.worker.engine.celery_app import get_app
+    from eventrelay.worker.engine.startup import check_pool
     from eventrelay.worker.fleet.queues import all_queues, vendor_queues
     from eventrelay.worker.vendors import vendor_names
 
+    if refused := check_pool(pool):  # before Celery imports (and patches for) the pool
+        fail(refused, 2)
     selected = [q.strip() for q in queues.split(",")] if queues else []
     if vendors:
         for name in vendors.split(","):
@@ -66,7 +69,9 @@ def worker(
 def scheduler(interval: float | None, once: bool) -> None:
     """Publish due deliveries and recover expired leases (safe to run twice)."""
     from eventrelay.worker.engine.scheduler import Scheduler
+    from eventrelay.worker.engine.startup import refuse_bad_start
 
+    refuse_bad_start("scheduler", sends=False)
     sched = Scheduler()
     if once:
         summary = sched.tick()
