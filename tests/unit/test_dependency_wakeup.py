@@ -20,7 +20,7 @@ from eventrelay.models.base import Base, utcnow
 from eventrelay.models.delivery import DELIVERIES as D
 from eventrelay.models.delivery import AttemptOutcome, DeliveryStatus, Lane
 from eventrelay.models.session import make_engine
-from eventrelay.worker.engine.batch import apply_dependencies
+from eventrelay.worker.engine.pump.request import apply_dependencies
 from eventrelay.worker.engine.scheduler import Scheduler, wake_stranded_dependents
 from eventrelay.worker.engine.state import Claimed, Outcome, claim, dependency_states, record
 

@@ -6,7 +6,7 @@ Durability settings (Celery's docs and issue tracker):
 - prefetch multiplier 1: a worker holds no more messages than it runs.
 - visibility_timeout well above the longest task (celery/celery#2599): retries never use
   long countdowns; their time lives in the database (`next_attempt_at`).
-- many requests in flight per process come from the pump's threads (engine/pump.py), so
+- many requests in flight per process come from the pump's threads (engine/pump/), so
   prefork stays the pool and Celery's time limits keep working.
 """
 

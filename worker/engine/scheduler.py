@@ -52,7 +52,7 @@ CLEANUP_EVERY_SECONDS = 60.0
 # The live partitions and key table churn by thousands of rows a second; vacuumed this often
 # they stay at a few seconds' worth of dead rows (models/vacuum.py).
 VACUUM_EVERY_SECONDS = 10.0
-# How a delivery waiting for another one reads (engine/batch.py `apply_dependencies`).
+# How a delivery waiting for another one reads (engine/pump/request.py `apply_dependencies`).
 DEPENDENCY_WAIT_REASON = "waiting for delivery %"
 STRANDED_LIMIT_PER_TICK = 1000
 # kombu's Redis transport keeps one list per priority step next to the queue's own.

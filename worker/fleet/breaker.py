@@ -63,6 +63,11 @@ def check(vendor: str, redis_url: str) -> Gate:
     return Gate(True, failures=int(failures or 0))
 
 
+def give_back_probe(vendor: str, redis_url: str) -> None:
+    """The probe claimed nothing it could send: the next check may probe (here or elsewhere)."""
+    get_redis(redis_url).delete(keys.breaker_probe(vendor))
+
+
 def record_success(vendor: str, redis_url: str) -> None:
     client = get_redis(redis_url)
     client.delete(keys.breaker_failures(vendor), keys.breaker_probe(vendor))

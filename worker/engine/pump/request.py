@@ -1,68 +1,37 @@
-"""One request's worth of work: gate → (claimed) → dependencies → build → limit → send → outcome.
+"""One request's work: (claimed) → dependencies → build → rate limit → send → outcomes.
 
-Plain functions: the pump (`eventrelay.worker.engine.pump`) runs many of them at once, and
-`process_batch` runs them one after another for a given list of ids (tests, tools).
+Plain functions over claimed rows; the dispatcher (`dispatcher.py`) runs many at once in the
+send pool, and nothing here touches the pump's bookkeeping.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
-
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, PendingRollbackError
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from eventrelay.models.base import utcnow
 from eventrelay.models.delivery import AttemptOutcome, DeliveryStatus
-from eventrelay.models.session import get_engine
-from eventrelay.worker.config import Settings, get_settings
-from eventrelay.worker.engine import retention
+from eventrelay.worker.config import Settings
 from eventrelay.worker.engine.retry import RetryPolicy
-from eventrelay.worker.engine.state import (
-    Claimed,
-    Outcome,
-    Recorded,
-    claim,
-    dependency_states,
-    record,
-)
+from eventrelay.worker.engine.state import Claimed, Outcome
 from eventrelay.worker.errors import ConfigurationError, Unsendable
 from eventrelay.worker.fleet import breaker, ratelimit
-from eventrelay.worker.logs import log_attempt
 from eventrelay.worker.redact import redact
-from eventrelay.worker.vendors import get_vendor
-from eventrelay.worker.vendors.base import SendResult, Vendor, Verdict, send
+from eventrelay.worker.vendors.base import OutboundRequest, SendResult, Vendor, Verdict, send
 
 log = logging.getLogger("eventrelay.worker")
 
 DEPENDENCY_WAIT_SECONDS = 30.0  # a fallback: dependents are woken as soon as the profile lands
 CONFIG_ERROR_WAIT_SECONDS = 60.0
 LIMITER_MAX_WAIT_SECONDS = 5.0
-RECORD_RETRY_SECONDS = 60.0
 # Rows one claim may take: enough for a vendor's largest array (Botsi takes 50 events).
 CLAIM_MAX_ROWS = 200
 
-
-@dataclass
-class BatchSummary:
-    """What `process_batch` did."""
-
-    vendor: str
-    claimed: int = 0
-    delivered: int = 0
-    retry: int = 0
-    dead: int = 0
-    released: int = 0
-    zombies: int = 0
-    delivery_ids: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v or k == "vendor"}
+T = TypeVar("T")
 
 
 @dataclass
@@ -79,6 +48,11 @@ class SentGroup:
     # The vendor answered with success / failed to (a retryable failure or refused key).
     succeeded: bool = False
     failed: bool = False
+
+    @property
+    def reached_vendor(self) -> bool:
+        """Whether the vendor was asked at all (a half-open probe that was not is given back)."""
+        return self.succeeded or self.failed or bool(self.resend)
 
 
 def claim_limit(vendor: Vendor, free_slots: int) -> int:
@@ -151,26 +125,8 @@ def send_group(
     (or goes back in `resend`). Never raises for the vendor's or the network's trouble."""
     policy = RetryPolicy.for_vendor(vendor, settings)
     out = SentGroup(health_dirty=health_dirty)
-    try:
-        request = vendor.build_request(group[0].operation, [c.payload for c in group])
-    except Unsendable as exc:  # retrying cannot change a stored payload
-        if len(group) > 1:
-            out.resend = [[c] for c in group]  # find the one that cannot go
-            return out
-        reason = f"cannot be sent: {redact(str(exc), 500)}"
-        out.outcomes = [
-            Outcome(group[0], AttemptOutcome.DEAD, error_class="Unsendable", reason=reason)
-        ]
-        return out
-    except ConfigurationError as exc:
-        log.error("%s: %s; its deliveries wait", vendor.name, exc)
-        out.outcomes = release(group, CONFIG_ERROR_WAIT_SECONDS, str(exc))
-        out.pause_seconds = CONFIG_ERROR_WAIT_SECONDS
-        return out
-    except Exception as exc:  # an adapter bug on one job must not stop the others
-        log.exception("%s adapter failed to build a request", vendor.name)
-        failed = adapter_error(exc)
-        out.outcomes = [_outcome(c, AttemptOutcome.RETRY, failed, utcnow(), policy) for c in group]
+    request = _build(vendor, group, policy, out)
+    if request is None:
         return out
     rate = vendor.settings.rate_limit
     if rate and redis_url and not _acquire(vendor.name, rate, redis_url):
@@ -178,8 +134,47 @@ def send_group(
         out.pause_seconds = 0.5
         return out
     started = utcnow()
+    result = _call(vendor, request, settings)
+    if len(group) > 1 and result.verdict is Verdict.DEAD:
+        out.resend = [[c] for c in group]
+        return out
+    # The vendor has answered: the outcome is decided before any bookkeeping can fail, or a
+    # sent job would be released and sent again.
+    if result.verdict is Verdict.CREDENTIALS:
+        _refused_key(vendor, group, result, started, policy, redis_url, out)
+    else:
+        _answered(vendor, group, result, started, policy, redis_url, out)
+    return out
+
+
+def _build(
+    vendor: Vendor, group: list[Claimed], policy: RetryPolicy, out: SentGroup
+) -> OutboundRequest | None:
+    """The vendor's request for `group`, or None with every member's outcome in `out`."""
     try:
-        result = send(
+        return vendor.build_request(group[0].operation, [c.payload for c in group])
+    except Unsendable as exc:  # retrying cannot change a stored payload
+        if len(group) > 1:
+            out.resend = [[c] for c in group]  # find the one that cannot go
+        else:
+            reason = f"cannot be sent: {redact(str(exc), 500)}"
+            out.outcomes = [
+                Outcome(group[0], AttemptOutcome.DEAD, error_class="Unsendable", reason=reason)
+            ]
+    except ConfigurationError as exc:
+        log.error("%s: %s; its deliveries wait", vendor.name, exc)
+        out.outcomes = release(group, CONFIG_ERROR_WAIT_SECONDS, str(exc))
+        out.pause_seconds = CONFIG_ERROR_WAIT_SECONDS
+    except Exception as exc:  # an adapter bug on one job must not stop the others
+        log.exception("%s adapter failed to build a request", vendor.name)
+        failed = adapter_error(exc)
+        out.outcomes = [_outcome(c, AttemptOutcome.RETRY, failed, utcnow(), policy) for c in group]
+    return None
+
+
+def _call(vendor: Vendor, request: OutboundRequest, settings: Settings) -> SendResult:
+    try:
+        return send(
             vendor,
             request,
             connect_timeout=settings.connect_timeout_seconds,
@@ -188,139 +183,55 @@ def send_group(
         )
     except Exception as exc:  # an adapter bug: retried, then dead with its summary
         log.exception("%s adapter raised while handling a response", vendor.name)
-        result = adapter_error(exc)
-    if len(group) > 1 and result.verdict is Verdict.DEAD:
-        out.resend = [[c] for c in group]
-        return out
-    # The vendor has answered: the outcome is decided before any bookkeeping can fail, or a
-    # sent job would be released and sent again.
-    if result.verdict is Verdict.CREDENTIALS:
-        reason = result.reason or "credentials rejected"
-        out.outcomes = [_outcome(c, AttemptOutcome.PARKED, result, started, policy) for c in group]
-        out.pause_seconds = breaker.PARKED_RECHECK_SECONDS
-        out.failed = True
-        if redis_url:
-            best_effort("park the vendor", breaker.park, vendor.name, reason, redis_url)
-        log.error(
-            "%s: vendor parked: %s. Fix %s's credentials, then run `eventrelay vendors resume %s`",
-            vendor.name,
-            reason,
-            vendor.name,
-            vendor.name,
-        )
-        return out
+        return adapter_error(exc)
+
+
+def _refused_key(
+    vendor: Vendor,
+    group: list[Claimed],
+    result: SendResult,
+    started: datetime,
+    policy: RetryPolicy,
+    redis_url: str | None,
+    out: SentGroup,
+) -> None:
+    """Our key was refused: nothing of this vendor can be sent until an operator fixes it."""
+    reason = result.reason or "credentials rejected"
+    out.outcomes = [_outcome(c, AttemptOutcome.PARKED, result, started, policy) for c in group]
+    out.pause_seconds = breaker.PARKED_RECHECK_SECONDS
+    out.failed = True
+    if redis_url:
+        best_effort("park the vendor", breaker.park, vendor.name, reason, redis_url)
+    log.error(
+        "%s: vendor parked: %s. Fix %s's credentials, then run `eventrelay vendors resume %s`",
+        vendor.name,
+        reason,
+        vendor.name,
+        vendor.name,
+    )
+
+
+def _answered(
+    vendor: Vendor,
+    group: list[Claimed],
+    result: SendResult,
+    started: datetime,
+    policy: RetryPolicy,
+    redis_url: str | None,
+    out: SentGroup,
+) -> None:
     out.outcomes = [_outcome(c, _kind(result), result, started, policy) for c in group]
     out.succeeded = result.verdict in (Verdict.DELIVERED, Verdict.DEAD)  # the vendor is up
     out.failed = result.verdict is Verdict.RETRY
-    if result.verdict is not Verdict.DELIVERED or health_dirty:
+    if result.verdict is not Verdict.DELIVERED or out.health_dirty:
         best_effort("track vendor health", _track_vendor_health, vendor.name, result, redis_url)
         out.health_dirty = result.verdict is not Verdict.DELIVERED
-    return out
 
 
 def release(claimed: Sequence[Claimed], wait_seconds: float, reason: str | None) -> list[Outcome]:
     """Outcomes that give deliveries back without spending their attempt."""
     until = utcnow() + timedelta(seconds=wait_seconds)
     return [Outcome(c, None, next_attempt_at=until, reason=reason) for c in claimed]
-
-
-@retry(
-    # PendingRollbackError: the connection died inside the transaction; a new one is fine.
-    retry=retry_if_exception_type((DBAPIError, PendingRollbackError)),
-    wait=wait_exponential(multiplier=0.5, max=5),
-    stop=stop_after_delay(RECORD_RETRY_SECONDS),
-    reraise=True,
-)
-def record_with_retry(engine: Engine, outcomes: list[Outcome]) -> Recorded:
-    """Record outcomes of any vendors in one transaction, retrying a lost database.
-
-    The vendors have answered: losing this write would mean sending again. A database restart
-    costs a few seconds of retrying here; past that the lease expiry takes over.
-    """
-    settings = get_settings()
-    retention.ensure_history_partition(engine, settings)
-    try:
-        with engine.begin() as conn:
-            return record(
-                conn,
-                outcomes,
-                on_delivered=_on_delivered,
-                follows=_is_followed,
-                keeps_answer=_keeps_answer,
-            )
-    except DBAPIError as exc:
-        if retention.is_missing_partition(exc):
-            retention.forget_partitions(engine)  # made again on the retry
-        raise
-
-
-def _on_delivered(conn: Connection, o: Outcome) -> None:
-    get_vendor(o.claimed.vendor).on_delivered(
-        conn, o.claimed.id, o.claimed.operation, o.response_json
-    )
-
-
-def _keeps_answer(o: Outcome) -> bool:
-    return o.claimed.operation in get_vendor(o.claimed.vendor).keeps_answer_of
-
-
-def _is_followed(o: Outcome) -> bool:
-    # Only operations that others wait for can have dependents (saves a query per batch).
-    return o.claimed.operation in get_vendor(o.claimed.vendor).followed_operations()
-
-
-def log_recorded(result: Recorded) -> None:
-    for o in result.applied:
-        if o.kind is not None:
-            log_attempt(o)
-    for o in result.zombies:
-        log.warning(
-            "delivery %s: lease was taken over by another worker; attempt %d result discarded",
-            o.claimed.id,
-            o.claimed.attempt,
-        )
-
-
-def process_batch(vendor_name: str, ids: Sequence[uuid.UUID]) -> BatchSummary:
-    """Claim `ids` of one vendor, send them one request after another, record the outcomes.
-
-    The synchronous path, for tests and tools; workers use the pump.
-    """
-    settings = get_settings()
-    vendor = get_vendor(vendor_name)
-    summary = BatchSummary(vendor=vendor_name)
-    engine = get_engine()
-    redis_url = settings.effective_redis_url
-    with engine.begin() as conn:
-        claimed = claim(conn, vendor_name, ids, settings.lease_seconds)
-        deps = dependency_states(conn, [c.depends_on for c in claimed if c.depends_on])
-    summary.claimed = len(claimed)
-    summary.delivery_ids = [str(c.id) for c in claimed]
-    outcomes: list[Outcome] = []
-    pending = groups_of(vendor, apply_dependencies(claimed, deps, outcomes))
-    dirty = True
-    while pending:
-        sent = send_group(vendor, pending.pop(0), settings, redis_url, health_dirty=dirty)
-        dirty = sent.health_dirty
-        outcomes += sent.outcomes
-        pending = sent.resend + pending
-    result = record_with_retry(engine, outcomes)
-    log_recorded(result)
-    for o in result.applied:
-        _count(summary, o)
-    summary.zombies = len(result.zombies)
-    return summary
-
-
-def _count(summary: BatchSummary, o: Outcome) -> None:
-    if o.kind is AttemptOutcome.DELIVERED:
-        summary.delivered += 1
-    elif o.kind is AttemptOutcome.RETRY:
-        summary.retry += 1
-    elif o.kind is AttemptOutcome.DEAD:
-        summary.dead += 1
-    else:
-        summary.released += 1
 
 
 def _kind(result: SendResult) -> AttemptOutcome:
@@ -366,7 +277,7 @@ def _acquire(vendor: str, rate: float, redis_url: str) -> bool:
         return False
 
 
-def best_effort(what: str, fn: Any, *args: Any) -> Any:
+def best_effort(what: str, fn: Callable[..., T], *args: Any) -> T | None:
     """Fleet-wide bookkeeping in Redis: its failure is logged, never raised (it must not undo
     a recorded vendor answer, and the scheduler covers for a lost doorbell). None on failure."""
     try:
@@ -390,7 +301,7 @@ def _track_vendor_health(vendor: str, result: SendResult, redis_url: str | None)
 
 
 def _outcome(
-    c: Claimed, kind: AttemptOutcome, result: SendResult, started: Any, policy: RetryPolicy
+    c: Claimed, kind: AttemptOutcome, result: SendResult, started: datetime, policy: RetryPolicy
 ) -> Outcome:
     o = Outcome(
         c,
