@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from typing import Any
 
 from tests.support import free_port
@@ -46,10 +47,12 @@ class SilentServer:
 
 
 class TcpProxy:
-    """127.0.0.1:<port> → 127.0.0.1:<target_port>, while open."""
+    """127.0.0.1:<port> → 127.0.0.1:<target_port>, while open; with `delay_seconds`, every
+    chunk is held that long in each direction (a server one round trip of twice that away)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, delay_seconds: float = 0.0) -> None:
         self.target_port = target_port
+        self.delay_seconds = delay_seconds
         self.port = free_port()
         self._server: socket.socket | None = None
         self._conns: list[socket.socket] = []
@@ -92,10 +95,11 @@ class TcpProxy:
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                if self.delay_seconds:
+                    time.sleep(self.delay_seconds)
                 dst.sendall(data)
         except OSError:
             pass

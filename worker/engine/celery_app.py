@@ -21,6 +21,7 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
 )
 from kombu.entity import Queue
 
@@ -63,6 +64,7 @@ def make_app() -> Celery:
     worker_process_init.connect(_fresh_connections_after_fork)
     worker_process_shutdown.connect(_finish_in_flight)
     after_setup_logger.connect(_eventrelay_logging)
+    worker_ready.connect(_say_if_fleet_state_is_off)
     transport_options: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout_seconds,
         "socket_connect_timeout": 3,
@@ -139,6 +141,12 @@ def _finish_in_flight(**_: Any) -> None:
     from eventrelay.worker.engine.pump import drain_pump
 
     drain_pump()
+
+
+def _say_if_fleet_state_is_off(**_: Any) -> None:
+    from eventrelay.worker.fleet.ratelimit import warn_without_fleet_state
+
+    warn_without_fleet_state()
 
 
 def _eventrelay_logging(**_: Any) -> None:

@@ -21,7 +21,9 @@ most the vendor's backoff cap (a `Retry-After: 100000000` must not pause a vendo
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from functools import cache
 from importlib.resources import files
@@ -33,6 +35,8 @@ from eventrelay.worker.fleet import keys
 from eventrelay.worker.fleet.redis_client import get_redis
 from eventrelay.worker.vendors import get_vendor
 
+log = logging.getLogger("eventrelay.worker")
+
 DEFAULT_COOLDOWN_SECONDS = 1.0
 # Spacing 5% wider than 1/rate keeps any one-second window of arrivals at or under the limit
 # while arrivals jitter by up to 50 ms (threads of a busy process wake late from their sleep;
@@ -43,25 +47,36 @@ HEADROOM = 1.05
 LATE_TOLERANCE_SECONDS = 0.02
 
 
-def acquire(vendor: str, per_second: float, max_wait_seconds: float, redis_url: str) -> bool:
+def acquire(
+    vendor: str, per_second: float, max_wait_seconds: float, redis_url: str | None
+) -> bool:
     """Reserve one send slot for `vendor` and sleep until it; False if none is due within
-    `max_wait_seconds`. True means: send now, you are on time for your slot."""
+    `max_wait_seconds`. True means: send now, you are on time for your slot.
+
+    Without Redis (`redis_url` None) the schedule is this process's own: the limit then holds
+    per worker process, not per fleet (README, "Without Redis").
+    """
     interval_ms = 1000.0 * HEADROOM / per_second
-    reserve = _reserve_script(os.getpid(), redis_url)
+    reserve = _reserve_script(os.getpid(), redis_url) if redis_url else None
     give_up_at = time.monotonic() + max_wait_seconds
     while True:
-        # Timed before the call: the slot is `wait` after Redis ran the script, which is after
-        # `asked`, so `asked + wait` is never later than the slot and lateness is never hidden.
-        asked = time.monotonic()
-        wait_ms = float(
-            reserve(
-                keys=[keys.rate_slot(vendor), keys.cooldown(vendor)],
-                args=[interval_ms, max(0.0, give_up_at - asked) * 1000],
+        patience_ms = max(0.0, give_up_at - time.monotonic()) * 1000
+        if reserve is None:
+            wait_ms = _reserve_here(vendor, interval_ms, patience_ms)
+        else:
+            wait_ms = float(
+                reserve(
+                    keys=[keys.rate_slot(vendor), keys.cooldown(vendor)],
+                    args=[interval_ms, patience_ms],
+                )
             )
-        )
+        # Timed from the answer, so the round trip to Redis is not counted as lateness: every
+        # process on the schedule pays it alike, which moves all sends and crowds no second.
+        # What crowds one is a thread that oversleeps its slot, measured from here.
+        answered = time.monotonic()
         if wait_ms < 0:
             return False
-        slot = asked + wait_ms / 1000
+        slot = answered + wait_ms / 1000
         if wait_ms > 0:
             time.sleep(wait_ms / 1000)
         now = time.monotonic()
@@ -90,6 +105,43 @@ def cooldown_cap_seconds(vendor: str) -> float:
     except InvalidJob:  # not a registered vendor: the process default
         own = None
     return float(own) if own is not None else get_settings().backoff_cap_seconds
+
+
+_here_lock = threading.Lock()
+_here_next_slot: dict[str, float] = {}  # vendor → this process's next free slot (monotonic)
+
+
+def _reserve_here(vendor: str, interval_ms: float, patience_ms: float) -> float:
+    """ratelimit.lua's reservation on this process's own schedule (no Redis, no 429 pause)."""
+    with _here_lock:
+        now = time.monotonic()
+        slot = max(_here_next_slot.get(vendor, now), now)
+        wait_ms = (slot - now) * 1000
+        if wait_ms > patience_ms:
+            return -wait_ms
+        _here_next_slot[vendor] = slot + interval_ms / 1000
+        return wait_ms
+
+
+_warned_without_redis = False
+
+
+def warn_without_fleet_state(**_: Any) -> None:
+    """Say once per process that fleet-wide state is off because no Redis is configured.
+
+    Called when a Celery worker is ready (its main process), so that a worker on a filesystem
+    broker says so at start instead of silently going without.
+    """
+    global _warned_without_redis
+    if _warned_without_redis or get_settings().effective_redis_url:
+        return
+    _warned_without_redis = True
+    log.warning(
+        "no Redis for fleet-wide state (EVENTRELAY_REDIS_URL is not set and "
+        "EVENTRELAY_BROKER_URL is not redis://): each worker process keeps <VENDOR>_RATE_LIMIT "
+        "on its own (N processes send up to N times it), and the circuit breaker, 429 pauses "
+        "and vendor parking are off. Set EVENTRELAY_REDIS_URL to share them across the fleet."
+    )
 
 
 @cache

@@ -129,7 +129,7 @@ def send_group(
     if request is None:
         return out
     rate = vendor.settings.rate_limit
-    if rate and redis_url and not _acquire(vendor.name, rate, redis_url):
+    if rate and not _acquire(vendor.name, rate, redis_url):
         out.outcomes = release(group, 1.0, "rate limit: waiting")
         out.pause_seconds = 0.5
         return out
@@ -266,7 +266,7 @@ def gate_for(vendor: str, redis_url: str | None) -> breaker.Gate:
         return breaker.Gate(True)
 
 
-def _acquire(vendor: str, rate: float, redis_url: str) -> bool:
+def _acquire(vendor: str, rate: float, redis_url: str | None) -> bool:
     """A fleet-wide send slot; if Redis cannot give one, wait (nothing is sent, nothing spent)."""
     try:
         return ratelimit.acquire(vendor, rate, LIMITER_MAX_WAIT_SECONDS, redis_url)
