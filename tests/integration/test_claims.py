@@ -70,3 +70,24 @@ def test_a_heartbeat_skips_a_delivery_being_recorded_instead_of_failing_on_it() 
         recorder.close()
     with get_engine().begin() as conn:
         assert renew_leases(conn, held, 10) == 2
+
+
+@pytest.mark.parametrize("behind_seconds", [3.0, 60.0])
+def test_a_worker_whose_clock_is_behind_still_claims_due_work(
+    monkeypatch: pytest.MonkeyPatch, behind_seconds: float
+) -> None:
+    # Due is decided by the database's clock, as leases are: a worker behind the producer
+    # left a fresh row to the orphan sweep (5 s; 300 s without queue depths).
+    from datetime import timedelta
+
+    from eventrelay.models.base import utcnow
+    from eventrelay.worker.engine import state
+
+    named = enqueue("vtcdn", "send_event", jobs.vtcdn_update(email="named@x.io"))
+    other = enqueue("vtcdn", "send_event", jobs.vtcdn_update(email="other@x.io"))
+    monkeypatch.setattr(state, "utcnow", lambda: utcnow() - timedelta(seconds=behind_seconds))
+    with get_engine().begin() as conn:
+        assert [c.id for c in claim(conn, "vtcdn", [named.delivery_id], 10)] == [
+            named.delivery_id
+        ]
+        assert [c.id for c in claim(conn, "vtcdn", [], 10, top_up=5)] == [other.delivery_id]

@@ -45,15 +45,12 @@ from eventrelay.models.sql import pick_locked
 
 log = logging.getLogger("eventrelay.worker")
 
-D = DELIVERIES
-A = ATTEMPTS
-
 # Worker and producer clocks may disagree a little; a fresh job must still be claimable.
 CLAIM_CLOCK_SKEW_SECONDS = 2.0
 
 # Every statement on live work says so: on PostgreSQL it then reads only the live partition,
 # never the history (README, "Retention").
-IS_LIVE = D.c.archived_at == LIVE
+IS_LIVE = DELIVERIES.c.archived_at == LIVE
 
 
 @dataclass(frozen=True)
@@ -137,77 +134,92 @@ def _claim(
 ) -> list[Claimed]:
     if top_up <= 0 and not ids:
         return []
-    now = utcnow()
-    wanted: ColumnElement[bool] | None = None
-    if ids:
-        wanted = and_(
-            D.c.id.in_(ids),
-            IS_LIVE,
-            D.c.vendor == vendor,
-            D.c.status == DeliveryStatus.PENDING,
-            D.c.next_attempt_at <= now + timedelta(seconds=CLAIM_CLOCK_SKEW_SECONDS),
-        )
+    wanted = _named_and_due(conn, vendor, ids) if ids else None
     if top_up > 0:
-        extra = (
-            select(D.c.id)
-            .where(
-                IS_LIVE,
-                D.c.vendor == vendor,
-                D.c.status == DeliveryStatus.PENDING,
-                D.c.lane == lane,
-                D.c.next_attempt_at <= now,
-            )
-            .order_by(D.c.next_attempt_at)
-            .limit(top_up)
-        )
-        # The picked rows are matched by id alone. Their conditions were checked when they
-        # were locked (FOR UPDATE re-checks them on the newest row version, and nobody can
-        # change a row this statement holds), so repeating them changes no result; it only
-        # gives the planner a second way in: with statistics older than a backlog (a burst
-        # before autovacuum's ANALYZE) it estimated one pending row and walked every pending
-        # row of the vendor for each claim (measured: 25-45 ms a claim at a 10,000 backlog,
-        # instead of 0.4-0.7 ms).
-        more: ColumnElement[bool] = D.c.id.in_(pick_locked(conn, extra))
-        if conn.dialect.name != "postgresql":
-            more = and_(more, D.c.status == DeliveryStatus.PENDING)  # no locks: re-check
+        more = _due_in_lane(conn, vendor, lane, top_up)
         wanted = more if wanted is None else or_(wanted, more)
     assert wanted is not None
-    rows = conn.execute(
-        update(D)
+    rows = conn.execute(_take(conn, wanted, lease_seconds)).all()
+    return [_claimed(r) for r in rows]
+
+
+def _named_and_due(conn: Connection, vendor: str, ids: Sequence[uuid.UUID]) -> ColumnElement[bool]:
+    """The message's own rows, still pending and due by the database's clock (give or take
+    the producer's skew: a fresh job is due when its producer says so)."""
+    return and_(
+        DELIVERIES.c.id.in_(ids),
+        IS_LIVE,
+        DELIVERIES.c.vendor == vendor,
+        DELIVERIES.c.status == DeliveryStatus.PENDING,
+        DELIVERIES.c.next_attempt_at <= db_now(conn) + timedelta(seconds=CLAIM_CLOCK_SKEW_SECONDS),
+    )
+
+
+def _due_in_lane(conn: Connection, vendor: str, lane: Lane, limit: int) -> ColumnElement[bool]:
+    """Up to `limit` other due rows of the vendor's lane, longest due first, skipping rows
+    another worker is claiming. Due by the database's clock: a worker whose clock is behind
+    would otherwise leave due rows to the scheduler's orphan sweep."""
+    due = (
+        select(DELIVERIES.c.id)
+        .where(
+            IS_LIVE,
+            DELIVERIES.c.vendor == vendor,
+            DELIVERIES.c.status == DeliveryStatus.PENDING,
+            DELIVERIES.c.lane == lane,
+            DELIVERIES.c.next_attempt_at <= db_now(conn),
+        )
+        .order_by(DELIVERIES.c.next_attempt_at)
+        .limit(limit)
+    )
+    # The picked rows are matched by id alone. Their conditions were checked when they were
+    # locked (FOR UPDATE re-checks them on the newest row version, and nobody can change a row
+    # this statement holds), so repeating them changes no result; it only gives the planner a
+    # second way in, and with statistics older than a backlog (a burst before autovacuum's
+    # ANALYZE) it took that way and walked every pending row of the vendor for each claim.
+    picked: ColumnElement[bool] = DELIVERIES.c.id.in_(pick_locked(conn, due))
+    if conn.dialect.name != "postgresql":
+        picked = and_(picked, DELIVERIES.c.status == DeliveryStatus.PENDING)  # no locks: re-check
+    return picked
+
+
+def _take(conn: Connection, wanted: ColumnElement[bool], lease_seconds: float) -> Any:
+    """The claim itself: `wanted` rows become delivering under a lease, attempt spent."""
+    return (
+        update(DELIVERIES)
         # IS_LIVE: the partition key, so only the live partition is touched
         .where(wanted, IS_LIVE)
         .values(
             status=DeliveryStatus.DELIVERING,
-            attempts=D.c.attempts + 1,
+            attempts=DELIVERIES.c.attempts + 1,
             lease_expires_at=lease_expiry(conn, lease_seconds),
-            updated_at=now,
+            updated_at=utcnow(),
         )
         .returning(
-            D.c.id,
-            D.c.vendor,
-            D.c.operation,
-            D.c.payload,
-            D.c.attempts,
-            D.c.window_started_at,
-            D.c.window_base_attempts,
-            D.c.depends_on,
-            D.c.lane,
+            DELIVERIES.c.id,
+            DELIVERIES.c.vendor,
+            DELIVERIES.c.operation,
+            DELIVERIES.c.payload,
+            DELIVERIES.c.attempts,
+            DELIVERIES.c.window_started_at,
+            DELIVERIES.c.window_base_attempts,
+            DELIVERIES.c.depends_on,
+            DELIVERIES.c.lane,
         )
-    ).all()
-    return [
-        Claimed(
-            id=r.id,
-            vendor=r.vendor,
-            operation=r.operation,
-            payload=r.payload,
-            attempt=r.attempts,
-            window_started_at=r.window_started_at,
-            window_base_attempts=r.window_base_attempts,
-            depends_on=r.depends_on,
-            lane=Lane(r.lane),
-        )
-        for r in rows
-    ]
+    )
+
+
+def _claimed(r: Any) -> Claimed:
+    return Claimed(
+        id=r.id,
+        vendor=r.vendor,
+        operation=r.operation,
+        payload=r.payload,
+        attempt=r.attempts,
+        window_started_at=r.window_started_at,
+        window_base_attempts=r.window_base_attempts,
+        depends_on=r.depends_on,
+        lane=Lane(r.lane),
+    )
 
 
 def renew_leases(
@@ -224,13 +236,13 @@ def renew_leases(
     # on a row that moved ("tuple to be locked was already moved to another partition").
     mine = (
         IS_LIVE,
-        D.c.status == DeliveryStatus.DELIVERING,
-        tuple_(D.c.id, D.c.attempts).in_(list(held)),
+        DELIVERIES.c.status == DeliveryStatus.DELIVERING,
+        tuple_(DELIVERIES.c.id, DELIVERIES.c.attempts).in_(list(held)),
     )
-    picked = pick_locked(conn, select(D.c.id).where(*mine), name="renewed")
+    picked = pick_locked(conn, select(DELIVERIES.c.id).where(*mine), name="renewed")
     result = conn.execute(
-        update(D)
-        .where(D.c.id.in_(picked), *mine)
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id.in_(picked), *mine)
         .values(lease_expires_at=lease_expiry(conn, lease_seconds))
     )
     return int(result.rowcount or 0)
@@ -242,7 +254,11 @@ def dependency_states(
     ids = set(ids)
     if not ids:
         return {}
-    rows = conn.execute(select(D.c.id, D.c.status, D.c.reason).where(D.c.id.in_(ids))).all()
+    rows = conn.execute(
+        select(DELIVERIES.c.id, DELIVERIES.c.status, DELIVERIES.c.reason).where(
+            DELIVERIES.c.id.in_(ids)
+        )
+    ).all()
     return {r.id: (DeliveryStatus(r.status), r.reason) for r in rows}
 
 
@@ -281,8 +297,8 @@ def record(
         retried = [o.claimed.id for o in delivered if o.claimed.id in won and o.claimed.attempt > 1]
         if retried:
             conn.execute(
-                update(A)
-                .where(A.c.delivery_id.in_(retried), A.c.archived_at == LIVE)
+                update(ATTEMPTS)
+                .where(ATTEMPTS.c.delivery_id.in_(retried), ATTEMPTS.c.archived_at == LIVE)
                 .values(archived_at=now)
             )
     for o in outcomes:
@@ -294,7 +310,7 @@ def record(
             done.zombies.append(o)
     history = [o for o in done.applied if o.kind is not None]
     if history:
-        conn.execute(insert(A), [_attempt_row(o, now) for o in history])
+        conn.execute(insert(ATTEMPTS), [_attempt_row(o, now) for o in history])
     woken_from = [
         o.claimed.id
         for o in done.applied
@@ -358,13 +374,13 @@ def _finish_delivered(
     won: set[uuid.UUID] = set()
     for status_code, group in by_status.items():
         rows = conn.execute(
-            update(D)
+            update(DELIVERIES)
             .where(
-                tuple_(D.c.id, D.c.attempts).in_(
+                tuple_(DELIVERIES.c.id, DELIVERIES.c.attempts).in_(
                     [(o.claimed.id, o.claimed.attempt) for o in group]
                 ),
                 IS_LIVE,
-                D.c.status == DeliveryStatus.DELIVERING,
+                DELIVERIES.c.status == DeliveryStatus.DELIVERING,
             )
             .values(
                 # Moves the row into history: on PostgreSQL, into the partition of `now`.
@@ -376,7 +392,7 @@ def _finish_delivered(
                 finished_at=now,
                 updated_at=now,
             )
-            .returning(D.c.id)
+            .returning(DELIVERIES.c.id)
         ).all()
         won.update(r.id for r in rows)
     return won
@@ -402,7 +418,7 @@ def _finish_one(conn: Connection, o: Outcome, now: datetime) -> bool:
         # a refused key is not the job's fault: the budget's window moves past it.
         values.update(
             status=DeliveryStatus.PENDING,
-            window_base_attempts=D.c.window_base_attempts + 1,
+            window_base_attempts=DELIVERIES.c.window_base_attempts + 1,
             next_attempt_at=o.next_attempt_at or now,
             dispatched_at=None,
             reason=o.reason,
@@ -411,20 +427,20 @@ def _finish_one(conn: Connection, o: Outcome, now: datetime) -> bool:
         # Released (dependency pending, limiter busy, nothing sent): the attempt is not spent.
         values.update(
             status=DeliveryStatus.PENDING,
-            attempts=D.c.attempts - 1,
+            attempts=DELIVERIES.c.attempts - 1,
             next_attempt_at=_release_until(o, now),
             dispatched_at=None,
         )
         if o.reason:
             values["reason"] = o.reason
     result = conn.execute(
-        update(D)
+        update(DELIVERIES)
         .where(
             and_(
-                D.c.id == c.id,
+                DELIVERIES.c.id == c.id,
                 IS_LIVE,
-                D.c.attempts == c.attempt,
-                D.c.status == DeliveryStatus.DELIVERING,
+                DELIVERIES.c.attempts == c.attempt,
+                DELIVERIES.c.status == DeliveryStatus.DELIVERING,
             )
         )
         .values(**values)
@@ -436,7 +452,7 @@ def _release_until(o: Outcome, now: datetime) -> Any:
     until = o.next_attempt_at or now
     if o.waits_for is None:
         return until
-    dependency = D.alias("dependency")
+    dependency = DELIVERIES.alias("dependency")
     delivered = exists().where(
         dependency.c.id == o.waits_for, dependency.c.status == DeliveryStatus.DELIVERED
     )
@@ -463,12 +479,19 @@ def wake_dependents(
 ) -> list[tuple[uuid.UUID, str, Lane]]:
     """Make deliveries waiting on these ones due now; returns what to publish."""
     rows = conn.execute(
-        update(D)
-        .where(D.c.depends_on.in_(delivered_ids), IS_LIVE, D.c.status == DeliveryStatus.PENDING)
+        update(DELIVERIES)
+        .where(
+            DELIVERIES.c.depends_on.in_(delivered_ids),
+            IS_LIVE,
+            DELIVERIES.c.status == DeliveryStatus.PENDING,
+        )
         .values(next_attempt_at=now, dispatched_at=now, updated_at=now)
-        .returning(D.c.id, D.c.vendor, D.c.lane)
+        .returning(DELIVERIES.c.id, DELIVERIES.c.vendor, DELIVERIES.c.lane)
     ).all()
     return [(r.id, r.vendor, Lane(r.lane)) for r in rows]
+
+
+LEASE_EXPIRED_REASON = "lease expired: the worker stopped before recording a result"
 
 
 def recover_expired_leases(
@@ -482,68 +505,112 @@ def recover_expired_leases(
     retry budget: then it is dead-lettered instead of sent again (a payload that kills its
     worker every time must not be re-sent forever). Returns what went back to pending.
     """
+    rows = _expired(conn, limit)
+    if not rows:
+        return []
+    reasons = _spent_budgets(rows, give_up)
+    back = [r for r in rows if r.id not in reasons]
     now = utcnow()
+    _send_again(conn, [r.id for r in back], now)
+    _dead_letter_lost(conn, reasons, now)
+    _record_lost_attempts(conn, rows, set(reasons), now)
+    return [(r.id, r.vendor, r.attempts) for r in back]
+
+
+def _still_expired(conn: Connection) -> tuple[ColumnElement[bool], ...]:
+    return (
+        IS_LIVE,
+        DELIVERIES.c.status == DeliveryStatus.DELIVERING,
+        DELIVERIES.c.lease_expires_at < db_now(conn),
+    )
+
+
+def _expired(conn: Connection, limit: int) -> Sequence[Any]:
+    """Up to `limit` deliveries whose lease ran out, locked for this transaction (PostgreSQL:
+    rows another scheduler is recovering are skipped; SQLite: its transaction holds the one
+    write lock from its start)."""
     expired = (
-        select(D.c.id, D.c.vendor, D.c.attempts, D.c.window_started_at, D.c.window_base_attempts)
-        .where(
-            IS_LIVE, D.c.status == DeliveryStatus.DELIVERING, D.c.lease_expires_at < db_now(conn)
+        select(
+            DELIVERIES.c.id,
+            DELIVERIES.c.vendor,
+            DELIVERIES.c.attempts,
+            DELIVERIES.c.window_started_at,
+            DELIVERIES.c.window_base_attempts,
         )
+        .where(*_still_expired(conn))
         .limit(limit)
     )
     if conn.dialect.name == "postgresql":
         expired = expired.with_for_update(skip_locked=True)
-    rows = conn.execute(expired).all()
-    if not rows:
-        return []
-    reasons = {
+    return conn.execute(expired).all()
+
+
+def _spent_budgets(
+    rows: Sequence[Any], give_up: Callable[[str, int, datetime], str | None] | None
+) -> dict[uuid.UUID, str]:
+    if give_up is None:
+        return {}
+    return {
         r.id: why
         for r in rows
-        if give_up is not None
-        and (why := give_up(r.vendor, r.attempts - r.window_base_attempts, r.window_started_at))
+        if (why := give_up(r.vendor, r.attempts - r.window_base_attempts, r.window_started_at))
     }
-    back = [r for r in rows if r.id not in reasons]
-    held = (IS_LIVE, D.c.status == DeliveryStatus.DELIVERING, D.c.lease_expires_at < db_now(conn))
-    if back:
-        conn.execute(
-            update(D)
-            .where(D.c.id.in_([r.id for r in back]), *held)
-            .values(
-                status=DeliveryStatus.PENDING,
-                lease_expires_at=None,
-                next_attempt_at=now,
-                dispatched_at=None,
-                lane=Lane.RETRY,
-                updated_at=now,
-                reason="lease expired: the worker stopped before recording a result",
-            )
-        )
-    if reasons:
-        lost_before: dict[uuid.UUID, int] = dict(
-            conn.execute(
-                select(A.c.delivery_id, func.count())
-                .where(
-                    A.c.delivery_id.in_(list(reasons)),
-                    A.c.archived_at == LIVE,
-                    A.c.outcome == AttemptOutcome.LOST,
-                )
-                .group_by(A.c.delivery_id)
-            ).all()
-        )
-        for delivery_id, why in reasons.items():
-            times = int(lost_before.get(delivery_id, 0)) + 1
-            conn.execute(
-                update(D)
-                .where(D.c.id == delivery_id, *held)
-                .values(
-                    status=DeliveryStatus.DEAD,
-                    lease_expires_at=None,
-                    finished_at=now,
-                    updated_at=now,
-                    reason=f"worker lost {times} times before recording a result; {why}",
-                )
-            )
+
+
+def _send_again(conn: Connection, ids: Sequence[uuid.UUID], now: datetime) -> None:
+    if not ids:
+        return
     conn.execute(
-        insert(A),
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id.in_(ids), *_still_expired(conn))
+        .values(
+            status=DeliveryStatus.PENDING,
+            lease_expires_at=None,
+            next_attempt_at=now,
+            dispatched_at=None,
+            lane=Lane.RETRY,
+            updated_at=now,
+            reason=LEASE_EXPIRED_REASON,
+        )
+    )
+
+
+def _dead_letter_lost(conn: Connection, reasons: dict[uuid.UUID, str], now: datetime) -> None:
+    """Dead-letter the deliveries that spent their budget, saying how often a worker was lost
+    with them (counted in their live attempt history)."""
+    if not reasons:
+        return
+    lost_before: dict[uuid.UUID, int] = dict(
+        conn.execute(
+            select(ATTEMPTS.c.delivery_id, func.count())
+            .where(
+                ATTEMPTS.c.delivery_id.in_(list(reasons)),
+                ATTEMPTS.c.archived_at == LIVE,
+                ATTEMPTS.c.outcome == AttemptOutcome.LOST,
+            )
+            .group_by(ATTEMPTS.c.delivery_id)
+        ).all()
+    )
+    for delivery_id, why in reasons.items():
+        times = int(lost_before.get(delivery_id, 0)) + 1
+        conn.execute(
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id == delivery_id, *_still_expired(conn))
+            .values(
+                status=DeliveryStatus.DEAD,
+                lease_expires_at=None,
+                finished_at=now,
+                updated_at=now,
+                reason=f"worker lost {times} times before recording a result; {why}",
+            )
+        )
+
+
+def _record_lost_attempts(
+    conn: Connection, rows: Sequence[Any], dead: set[uuid.UUID], now: datetime
+) -> None:
+    conn.execute(
+        insert(ATTEMPTS),
         [
             {
                 "id": new_id(),
@@ -561,7 +628,6 @@ def recover_expired_leases(
     deltas = Deltas()
     for r in rows:
         deltas.attempt(r.vendor, AttemptOutcome.LOST)
-        if r.id in reasons:
+        if r.id in dead:
             deltas.dead(r.vendor)
     add_to_counters(conn, deltas)
-    return [(r.id, r.vendor, r.attempts) for r in back]
