@@ -1,38 +1,245 @@
-"""The vendor registry: adding a vendor is one module and one line in VENDOR_CLASSES."""
+"""The vendor registry: every vendor is an entry point of the group `eventrelay.vendors`.
+
+eventrelay's own vendors are registered in its pyproject exactly as a third party's package
+registers its own (kombu finds transports, Airflow providers the same way):
+
+    [project.entry-points."eventrelay.vendors"]
+    acme = "eventrelay_acme:Acme"
+
+An entry point names either a `Vendor` subclass (its `name` is the entry point's name) or a
+function returning `Vendor` subclasses made from configuration, each named after the entry
+point (`webhook`, `webhook_<name>`: see `webhook.configured_webhooks`).
+
+Entry points are loaded on first use, never at import, once per process (`refresh_vendors()`
+reads them and the environment again). A plugin that fails to load is logged with its entry
+point name and listed by `broken_vendors()` (and `eventrelay vendors list`); every other
+vendor loads as usual.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+import threading
+from collections.abc import Iterator, Mapping
 from functools import cache
+from importlib import metadata
+from typing import Any
 
-from eventrelay.worker.errors import FieldError, InvalidJob
+from pydantic import ValidationError
+
+from eventrelay.worker.errors import ConfigurationError, FieldError, InvalidJob
+from eventrelay.worker.redact import redact
 from eventrelay.worker.vendors.base import Vendor
-from eventrelay.worker.vendors.botsi import Botsi
-from eventrelay.worker.vendors.gravityfield import GravityField
-from eventrelay.worker.vendors.infobip import Infobip
-from eventrelay.worker.vendors.vtcdn import Vtcdn
 
-VENDOR_CLASSES: dict[str, type[Vendor]] = {
-    cls.name: cls for cls in (Botsi, Vtcdn, Infobip, GravityField)
+log = logging.getLogger("eventrelay.vendors")
+
+ENTRY_POINT_GROUP = "eventrelay.vendors"
+DISTRIBUTION = "eventrelay"
+# A vendor's name is part of queue names (`eventrelay.<vendor>`) and of its settings'
+# environment names (`<VENDOR>_*`): lower case letters, digits and single underscores.
+VENDOR_NAME = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
+
+# The same entry points as pyproject's (a unit test holds them equal). Used only when the
+# installed metadata of eventrelay has none: an editable install made before they existed
+# keeps working until it is reinstalled, and says so.
+BUILTIN_ENTRY_POINTS = {
+    "botsi": "eventrelay.worker.vendors.botsi:Botsi",
+    "gravityfield": "eventrelay.worker.vendors.gravityfield:GravityField",
+    "infobip": "eventrelay.worker.vendors.infobip:Infobip",
+    "vtcdn": "eventrelay.worker.vendors.vtcdn:Vtcdn",
+    "webhook": "eventrelay.worker.vendors.webhook:configured_webhooks",
 }
+
+
+class BrokenVendor(Exception):
+    """An entry point that did not give usable vendors."""
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    """eventrelay's own entry points first (a plugin cannot take a built-in's name), then the
+    others by distribution and name, so which plugin wins a name never depends on sys.path."""
+    found = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+    def dist_name(ep: metadata.EntryPoint) -> str:
+        dist = getattr(ep, "dist", None)
+        return str(dist.metadata["Name"]) if dist is not None else ""
+
+    own = [ep for ep in found if dist_name(ep).lower() == DISTRIBUTION]
+    others = sorted(
+        (ep for ep in found if dist_name(ep).lower() != DISTRIBUTION),
+        key=lambda ep: (dist_name(ep).lower(), ep.name),
+    )
+    if not own:
+        log.warning(
+            "eventrelay's installed metadata lists no %r entry points (an install older than "
+            "them): using the built-in vendors; reinstall eventrelay (pip install -e .) to fix",
+            ENTRY_POINT_GROUP,
+        )
+        own = [
+            metadata.EntryPoint(name, value, ENTRY_POINT_GROUP)
+            for name, value in BUILTIN_ENTRY_POINTS.items()
+        ]
+    return own + others
+
+
+def vendor_classes_of(ep: metadata.EntryPoint) -> list[type[Vendor]]:
+    """The vendors an entry point gives, checked; BrokenVendor says what is wrong."""
+    obj: Any = ep.load()
+    if isinstance(obj, type):
+        classes = [obj]
+    elif callable(obj):
+        classes = list(obj())
+    else:
+        raise BrokenVendor(f"{ep.value} is neither a Vendor subclass nor a function")
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, Vendor)):
+            raise BrokenVendor(f"{cls!r} is not a subclass of eventrelay's Vendor")
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not VENDOR_NAME.fullmatch(name):
+            raise BrokenVendor(
+                f"{cls.__qualname__}.name must be lower case letters, digits and single "
+                f"underscores (it names queues and settings), got {name!r}"
+            )
+        if isinstance(obj, type) and name != ep.name:
+            raise BrokenVendor(f"{cls.__qualname__}.name is {name!r}, not {ep.name!r}")
+        if not isinstance(obj, type) and not (name == ep.name or name.startswith(ep.name + "_")):
+            raise BrokenVendor(f"{name!r} is not {ep.name!r} or {ep.name + '_<name>'!r}")
+        missing = [
+            attr for attr in ("operations", "settings_class") if not hasattr(cls, attr)
+        ] + sorted(getattr(cls, "__abstractmethods__", ()))
+        if missing:
+            raise BrokenVendor(f"{cls.__qualname__} does not define {', '.join(missing)}")
+    return classes
+
+
+class VendorRegistry(Mapping[str, type[Vendor]]):
+    """Vendor name → class, read from the entry points on first use (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._classes: dict[str, type[Vendor]] | None = None
+        self._broken: dict[str, str] = {}
+
+    def _loaded(self) -> dict[str, type[Vendor]]:
+        classes = self._classes
+        if classes is None:
+            with self._lock:
+                if self._classes is None:
+                    self._classes, self._broken = self._load()
+                classes = self._classes
+        return classes
+
+    @staticmethod
+    def _load() -> tuple[dict[str, type[Vendor]], dict[str, str]]:
+        classes: dict[str, type[Vendor]] = {}
+        broken: dict[str, str] = {}
+        for ep in _entry_points():
+            try:
+                found = vendor_classes_of(ep)
+            except Exception as exc:  # a plugin's bug must not take the other vendors down
+                why = redact(f"{type(exc).__name__}: {exc}", 300)
+                broken[ep.name] = f"{ep.value}: {why}"
+                log.error("vendor entry point %r (%s) failed to load: %s", ep.name, ep.value, why)
+                continue
+            for cls in found:
+                if cls.name in classes:
+                    taken = classes[cls.name]
+                    broken[cls.name] = (
+                        f"{ep.value}: the name {cls.name!r} is taken by "
+                        f"{taken.__module__}.{taken.__qualname__}"
+                    )
+                    log.error("vendor entry point %r: %s", ep.name, broken[cls.name])
+                    continue
+                classes[cls.name] = cls
+        return dict(sorted(classes.items())), broken
+
+    def broken(self) -> dict[str, str]:
+        self._loaded()
+        return dict(self._broken)
+
+    def refresh(self) -> None:
+        with self._lock:
+            self._classes, self._broken = None, {}
+
+    def __getitem__(self, name: str) -> type[Vendor]:
+        return self._loaded()[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._loaded()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    def __repr__(self) -> str:
+        state = "not loaded" if self._classes is None else ", ".join(self._classes)
+        return f"<VendorRegistry {state}>"
+
+
+VENDOR_CLASSES = VendorRegistry()
 
 
 def vendor_names() -> list[str]:
     return sorted(VENDOR_CLASSES)
 
 
+def broken_vendors() -> dict[str, str]:
+    """Entry point name → why it gave no vendor (import error, wrong type, name taken)."""
+    return VENDOR_CLASSES.broken()
+
+
+def refresh_vendors() -> None:
+    """Read the entry points and the environment again (tests; a plugin installed at run
+    time). Vendor instances already made are dropped too."""
+    VENDOR_CLASSES.refresh()
+    get_vendor.cache_clear()
+
+
 @cache
 def get_vendor(name: str) -> Vendor:
-    """The vendor called `name`, configured from the environment (one instance per process)."""
+    """The vendor called `name`, configured from the environment (one instance per process).
+
+    Raises:
+        InvalidJob: no such vendor (listing the valid ones, and why a plugin failed to load).
+        ConfigurationError: a setting of the vendor holds a value it cannot take, naming it.
+    """
     cls = VENDOR_CLASSES.get(name) if isinstance(name, str) else None
     if cls is None:
-        raise InvalidJob(
-            [
-                FieldError(
-                    "vendor", f"unknown vendor {name!r}; valid vendors: {', '.join(vendor_names())}"
-                )
-            ]
-        )
-    return cls()
+        why = broken_vendors().get(name) if isinstance(name, str) else None
+        message = f"unknown vendor {name!r}; valid vendors: {', '.join(vendor_names())}"
+        if why:
+            message = f"vendor {name!r} failed to load ({why}); valid vendors: " + ", ".join(
+                vendor_names()
+            )
+        raise InvalidJob([FieldError("vendor", message)])
+    try:
+        return cls()
+    except ValidationError as exc:
+        # Never the value given (a secret, a URL with a password): the variable and the rule.
+        prefix = str(cls.settings_class.model_config.get("env_prefix", ""))
+        problems = [
+            (
+                f"{prefix}{err['loc'][0]}".upper() if err["loc"] else None,
+                str(err["msg"]).removeprefix("Value error, "),
+            )
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        raise ConfigurationError(
+            f"invalid {name} setting(s): "
+            + "; ".join(f"{env}: {msg}" if env else msg for env, msg in problems),
+            env_var=problems[0][0] if problems else None,
+        ) from None
 
 
-__all__ = ["VENDOR_CLASSES", "Vendor", "get_vendor", "vendor_names"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "VENDOR_CLASSES",
+    "Vendor",
+    "broken_vendors",
+    "get_vendor",
+    "refresh_vendors",
+    "vendor_names",
+]

@@ -112,6 +112,10 @@ class OutboundRequest:
     def __repr__(self) -> str:  # keep secrets out of tracebacks and debuggers' reprs
         return f"OutboundRequest({self.method} {self.url})"
 
+    def body(self) -> bytes:
+        """The body as sent: a vendor that signs its request signs exactly these bytes."""
+        return json.dumps(self.json_body, separators=(",", ":")).encode()
+
 
 # Longest vendor text kept per field: a reason is read by people, an excerpt is for debugging.
 REASON_MAX_CHARS = 500
@@ -260,6 +264,17 @@ class Vendor(ABC):
     def build_request(self, operation: str, payloads: Sequence[dict[str, Any]]) -> OutboundRequest:
         """The request for one job, or for several when `batch_sizes` allows it."""
 
+    def build_request_for(
+        self,
+        operation: str,
+        delivery_ids: Sequence[uuid.UUID],
+        payloads: Sequence[dict[str, Any]],
+    ) -> OutboundRequest:
+        """What the worker calls: the request for these deliveries (ids and payloads in the
+        same order). Most vendors need the payloads only; one that names a request after its
+        delivery (a webhook's `webhook-id`, the same on every retry) overrides this."""
+        return self.build_request(operation, payloads)
+
     def classify(
         self, status: int, body: Any, headers: Mapping[str, str]
     ) -> tuple[Verdict, str | None]:
@@ -379,7 +394,7 @@ def send(
             request.method,
             request.url,
             headers=dict(request.headers),
-            data=json.dumps(request.json_body, separators=(",", ":")).encode(),
+            data=request.body(),
             timeout=(connect_timeout, read_timeout),
             allow_redirects=False,
             stream=True,

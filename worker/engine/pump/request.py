@@ -152,7 +152,9 @@ def _build(
 ) -> OutboundRequest | None:
     """The vendor's request for `group`, or None with every member's outcome in `out`."""
     try:
-        return vendor.build_request(group[0].operation, [c.payload for c in group])
+        return vendor.build_request_for(
+            group[0].operation, [c.id for c in group], [c.payload for c in group]
+        )
     except Unsendable as exc:  # retrying cannot change a stored payload
         if len(group) > 1:
             out.resend = [[c] for c in group]  # find the one that cannot go

@@ -18,14 +18,17 @@ def vendors() -> None:
 def vendors_list(as_json: bool) -> None:
     """Registered vendors, their operations and circuit (cooling, parked, ...)."""
     from eventrelay.worker.config import get_settings
-    from eventrelay.worker.vendors import VENDOR_CLASSES
+    from eventrelay.worker.vendors import VENDOR_CLASSES, broken_vendors
 
     data = {name: sorted(cls.operations) for name, cls in sorted(VENDOR_CLASSES.items())}
     redis_url = get_settings().effective_redis_url
     circuits = {name: circuit(name, redis_url) for name in data}
+    broken = broken_vendors()  # plugins that failed to load, by entry point name
     if as_json:
-        print_json({"vendors": data, "circuits": circuits})
+        print_json({"vendors": data, "circuits": circuits, "broken": broken})
         return
+    for name, why in broken.items():
+        click.echo(f"{name}: not loaded: {why}", err=True)
     for name, ops in data.items():
         state = circuits[name]
         line = f"{name}: {', '.join(ops)}"
