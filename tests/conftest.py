@@ -18,6 +18,7 @@ from tests.support import (
     Proc,
     ensure_database,
     free_port,
+    bring_loopback_up,
     loopback_is_up,
     missing_services,
     start_scheduler,
@@ -71,6 +72,10 @@ TESTS_DIR = Path(__file__).resolve().parent
 settings.register_profile("ci", max_examples=400, deadline=None)
 settings.register_profile("dev", max_examples=25, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if IN_CI else "dev"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    bring_loopback_up()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -80,6 +80,20 @@ def loopback_is_up() -> bool:
         return True
 
 
+def bring_loopback_up() -> bool:
+    """Bring up a loopback that is down, as it is in a network namespace just made with
+    `unshare -n` (how "no service reachable" is tested). The in-process mock vendor server
+    needs loopback, not any service; a namespace of our own is ours to configure. True if
+    loopback works afterwards."""
+    if loopback_is_up():
+        return True
+    try:
+        subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return loopback_is_up()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
