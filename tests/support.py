@@ -156,6 +156,7 @@ def start_worker(
     concurrency: int = 2,
     queues: str | None = None,
     name: str = "w1",
+    pool: str = "prefork",
 ) -> Proc:
     args = [
         sys.executable,
@@ -165,7 +166,7 @@ def start_worker(
         "eventrelay.worker",
         "worker",
         "-P",
-        "prefork",
+        pool,
         "-c",
         str(concurrency),
         "-l",

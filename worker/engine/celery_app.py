@@ -22,6 +22,7 @@ from celery.signals import (
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
+    worker_shutdown,
 )
 from kombu.entity import Queue
 
@@ -63,6 +64,7 @@ def make_app() -> Celery:
     worker_init.connect(_check_before_taking_work)
     worker_process_init.connect(_fresh_connections_after_fork)
     worker_process_shutdown.connect(_finish_in_flight)
+    worker_shutdown.connect(_finish_in_flight)
     after_setup_logger.connect(_eventrelay_logging)
     worker_ready.connect(_say_if_fleet_state_is_off)
     transport_options: dict[str, Any] = {
@@ -136,8 +138,14 @@ def _fresh_connections_after_fork(**_: Any) -> None:
 
 
 def _finish_in_flight(**_: Any) -> None:
-    # Warm shutdown (SIGTERM): requests already sent finish and are recorded before the
-    # child exits, so nothing is left claimed and nothing is sent twice.
+    # Warm shutdown: requests already sent finish and are recorded before the process exits,
+    # so nothing is left claimed and nothing is sent twice (README, "Stopping a worker").
+    # Every path ends here: a prefork child leaving its loop (the main process's SIGTERM, or
+    # its own SIGTERM from a group kill or --autoscale's shrink: billiard turns that into
+    # SystemExit, whose `finally` sends worker_process_shutdown), and the main process of a
+    # threads or solo pool, whose pump lives there (worker_shutdown, after the pool stopped
+    # taking tasks). The pump logs "drained N, left M to the lease"; a process without a
+    # pump has nothing to drain.
     from eventrelay.worker.engine.pump import drain_pump
 
     drain_pump()
