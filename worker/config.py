@@ -48,6 +48,10 @@ class Settings(BaseSettings):
 
     connect_timeout_seconds: float = Field(default=3.05, gt=0)
     read_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A request's whole time, however slowly the vendor answers (the timeouts above bound each
+    # read only). At most 60 s: the pump holds a row for the timeouts plus 95 s before it lets
+    # it go to the fleet, and a request must end well before another worker may send it again.
+    request_deadline_seconds: float = Field(default=30.0, gt=0, le=60)
     max_response_bytes: int = Field(default=64 * 1024, gt=0)
 
     # Redis transport: an unacknowledged message is delivered again after this long. It must

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import annotated_types
 import requests
@@ -35,11 +35,13 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from requests.adapters import HTTPAdapter
 from sqlalchemy import Connection
 
 from eventrelay.worker.errors import ConfigurationError, FieldError, InvalidJob
 from eventrelay.worker.redact import EXCERPT_CHARS, redact, register_secrets
+
+if TYPE_CHECKING:
+    from eventrelay.worker.vendors.deadline import Deadline
 
 
 class VendorSettings(BaseSettings):
@@ -368,8 +370,11 @@ def http_session() -> requests.Session:
     pid = os.getpid()
     session: requests.Session | None = getattr(_local, "session", None)
     if session is None or getattr(_local, "pid", None) != pid:
+        # Imported here: importing the vendor registry loads no module but this one.
+        from eventrelay.worker.vendors.deadline import DeadlineAdapter
+
         session = requests.Session()
-        adapter = HTTPAdapter(
+        adapter = DeadlineAdapter(
             pool_connections=POOL_CONNECTIONS, pool_maxsize=POOL_MAXSIZE, max_retries=0
         )
         session.mount("https://", adapter)
@@ -379,6 +384,10 @@ def http_session() -> requests.Session:
     return session
 
 
+# The longest a request may take in all (EVENTRELAY_REQUEST_DEADLINE_SECONDS's default).
+DEFAULT_REQUEST_DEADLINE_SECONDS = 30.0
+
+
 def send(
     vendor: Vendor,
     request: OutboundRequest,
@@ -386,25 +395,43 @@ def send(
     connect_timeout: float,
     read_timeout: float,
     max_response_bytes: int,
+    deadline_seconds: float = DEFAULT_REQUEST_DEADLINE_SECONDS,
 ) -> SendResult:
-    """Send one request and classify the answer. Never raises for network trouble."""
+    """Send one request and classify the answer. Never raises for network trouble.
+
+    The request ends after `deadline_seconds` in all, however the vendor trickles its answer:
+    without a status it is retried (`DeadlineExceeded`); with one, the status decides and the
+    body is what had arrived.
+    """
+    from eventrelay.worker.vendors.deadline import watch
+
     started = time.perf_counter()
     try:
-        response = http_session().request(
-            request.method,
-            request.url,
-            headers=dict(request.headers),
-            data=request.body(),
-            timeout=(connect_timeout, read_timeout),
-            allow_redirects=False,
-            stream=True,
-            verify=True,
-        )
-        try:
-            raw = _read_capped(response, max_response_bytes)
-        finally:
-            response.close()
+        with watch(deadline_seconds) as deadline:
+            response = http_session().request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                data=request.body(),
+                timeout=(connect_timeout, read_timeout),
+                allow_redirects=False,
+                stream=True,
+                verify=True,
+            )
+            try:
+                raw = _read_capped(response, max_response_bytes, deadline)
+            finally:
+                response.close()
     except requests.RequestException as exc:
+        if deadline.fired:
+            return SendResult(
+                verdict=Verdict.RETRY,
+                status_code=None,
+                duration_ms=_ms_since(started),
+                reason=f"no answer within the request deadline of {deadline_seconds:g} s "
+                "(EVENTRELAY_REQUEST_DEADLINE_SECONDS)",
+                error_class="DeadlineExceeded",
+            )
         # Connection refused, DNS, TLS, timeouts: the vendor may be fine a moment later.
         return SendResult(
             verdict=Verdict.RETRY,
@@ -430,13 +457,18 @@ def send(
     )
 
 
-def _read_capped(response: requests.Response, limit: int) -> bytes:
+def _read_capped(response: requests.Response, limit: int, deadline: Deadline) -> bytes:
     chunks, size = [], 0
-    for chunk in response.iter_content(chunk_size=16384):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
+    try:
+        for chunk in response.iter_content(chunk_size=16384):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+    except requests.RequestException:
+        if not deadline.fired:
+            raise
+        # Cut at the deadline after the status arrived: the status decides, not the body.
     return b"".join(chunks)[:limit]
 
 

@@ -182,6 +182,7 @@ def _call(vendor: Vendor, request: OutboundRequest, settings: Settings) -> SendR
             connect_timeout=settings.connect_timeout_seconds,
             read_timeout=settings.read_timeout_seconds,
             max_response_bytes=settings.max_response_bytes,
+            deadline_seconds=settings.request_deadline_seconds,
         )
     except Exception as exc:  # an adapter bug: retried, then dead with its summary
         log.exception("%s adapter raised while handling a response", vendor.name)

@@ -1,0 +1,109 @@
+"""A request ends at its total deadline however slowly a real server trickles its answer (a
+byte every 0.2 s, each read well within the read timeout)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from eventrelay.worker.vendors.base import Verdict, send
+from eventrelay.worker.vendors.gravityfield import GravityField, GravityFieldSettings
+
+BYTE_EVERY_SECONDS = 0.2
+GIVE_UP_SECONDS = 15.0  # the server stops on its own after this: a test never hangs
+DEADLINE_SECONDS = 1.0
+
+
+def _trickle(conn: socket.socket, head: bytes, body: bytes, trickle_head: bool) -> None:
+    with contextlib.suppress(OSError), conn:
+        conn.settimeout(GIVE_UP_SECONDS)
+        conn.recv(65536)  # the request (small: one read)
+        stop = time.monotonic() + GIVE_UP_SECONDS
+        if not trickle_head:
+            conn.sendall(head)
+        for byte in (head + body) if trickle_head else body:
+            if time.monotonic() > stop:
+                return
+            conn.sendall(bytes([byte]))
+            time.sleep(BYTE_EVERY_SECONDS)
+
+
+@pytest.fixture
+def trickling_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    status, trickle_head = request.param
+    body = b'{"ok": true}' + b" " * 1000
+    head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                threading.Thread(
+                    target=_trickle, args=(conn, head, body, trickle_head), daemon=True
+                ).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def _send(base: str) -> tuple[float, Any]:
+    vendor = GravityField(
+        GravityFieldSettings.model_construct(
+            base_url=base, token=SecretStr("t"), site_key=SecretStr("s")
+        )
+    )
+    request = vendor.build_request("send_event", [{"user": {"uid": "u"}, "data": [{"type": "t"}]}])
+    started = time.monotonic()
+    result = send(
+        vendor,
+        request,
+        connect_timeout=1.0,
+        read_timeout=1.5,  # every byte comes well within it
+        max_response_bytes=64 * 1024,
+        deadline_seconds=DEADLINE_SECONDS,
+    )
+    return time.monotonic() - started, result
+
+
+@pytest.mark.parametrize("trickling_server", [("200 OK", True)], indirect=True)
+def test_a_server_trickling_its_status_line_is_cut_at_the_deadline_and_retried(
+    trickling_server: str,
+) -> None:
+    took, result = _send(trickling_server)
+    assert took < DEADLINE_SECONDS + 0.5
+    assert result.verdict is Verdict.RETRY and result.status_code is None
+    assert result.error_class == "DeadlineExceeded"
+    assert "EVENTRELAY_REQUEST_DEADLINE_SECONDS" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("trickling_server", "verdict"),
+    [(("200 OK", False), Verdict.DELIVERED), (("503 Service Unavailable", False), Verdict.RETRY)],
+    indirect=["trickling_server"],
+)
+def test_a_server_trickling_its_body_is_cut_at_the_deadline_and_its_status_decides(
+    trickling_server: str, verdict: Verdict
+) -> None:
+    # The vendor has answered (its status is in): a 200 is delivered, never sent again; what
+    # had arrived of the body is kept only in whole reads, so the excerpt may be empty.
+    took, result = _send(trickling_server)
+    assert took < DEADLINE_SECONDS + 0.5
+    assert result.verdict is verdict
+
+
+def test_a_request_that_answers_in_time_is_not_cut() -> None:
+    from eventrelay.worker.vendors.deadline import watch
+
+    with watch(0.05) as deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert not deadline.fired

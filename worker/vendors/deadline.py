@@ -1,0 +1,150 @@
+"""A total deadline per request, on top of requests' connect and read timeouts.
+
+`requests` timeouts bound each read of the socket, not the request: a vendor that sends a byte
+every second (headers or body) keeps a request open for as long as it likes, and the worker's
+slot with it, until the pump lets the row go and another worker sends the job again while the
+first request is still open. urllib3's `Timeout(total=...)` does not help: it sets the socket's
+timeout once, from what is left after connecting, and every later read gets it anew.
+
+So one watchdog thread per process shuts the socket of a request that outlives its deadline;
+the read blocked on it returns, and the request ends there. The connection a request uses is
+noted by the connection classes below (the pool picks it, so nothing else can know it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+# A request whose connection has no socket yet (still connecting) is looked at again this soon.
+RECHECK_SECONDS = 0.05
+
+_current = threading.local()
+
+
+class Deadline:
+    """One request's deadline. `fired` once the watchdog has cut the request."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.fired = False
+        self._done = False
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def note(self, conn: Any) -> None:
+        with self._lock:
+            self._conn = conn
+
+    def finish(self) -> None:
+        with self._lock:  # after this, the watchdog never touches the (reused) connection
+            self._done = True
+
+    def cut(self) -> bool:
+        """Shut the request's socket; False if it has none yet (look again soon)."""
+        with self._lock:
+            if self._done:
+                return True
+            sock = getattr(self._conn, "sock", None)
+            if sock is None:
+                return False
+            self.fired = True
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            return True
+
+
+class _Watchdog:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._order = itertools.count()
+        self._pid: int | None = None
+
+    def arm(self, seconds: float) -> Deadline:
+        deadline = Deadline(time.monotonic() + seconds)
+        with self._cond:
+            if self._pid != os.getpid():  # none yet, or the parent's (threads do not fork)
+                self._pid, self._heap = os.getpid(), []
+                threading.Thread(target=self._run, name="eventrelay-deadline", daemon=True).start()
+            heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
+            if self._heap[0][2] is deadline:
+                self._cond.notify()
+        return deadline
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                at, _, deadline = self._heap[0]
+                wait = at - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            if not deadline.cut():
+                with self._cond:
+                    again = time.monotonic() + RECHECK_SECONDS
+                    heapq.heappush(self._heap, (again, next(self._order), deadline))
+
+
+_watchdog = _Watchdog()
+
+
+@contextlib.contextmanager
+def watch(seconds: float) -> Iterator[Deadline]:
+    """Cut the request this thread makes inside the block once `seconds` have passed."""
+    deadline = _watchdog.arm(seconds)
+    _current.deadline = deadline
+    try:
+        yield deadline
+    finally:
+        _current.deadline = None
+        deadline.finish()
+
+
+def _note(conn: Any) -> None:
+    deadline: Deadline | None = getattr(_current, "deadline", None)
+    if deadline is not None:
+        deadline.note(conn)
+
+
+class _HTTPConnection(HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _note(self)
+        super().request(*args, **kwargs)
+
+
+class _HTTPSConnection(HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _note(self)
+        super().request(*args, **kwargs)
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections tell `watch` which socket a request uses."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
