@@ -210,3 +210,58 @@ def test_the_partitioning_migration_converts_a_populated_database_and_back(
     assert attempt_count == 4
     engine.dispose()
     upgrade(empty_database)
+
+
+def test_the_sec_migration_scrubs_gravityfield_rows_and_downgrades(empty_database: str) -> None:
+    # Rows stored before the Gravity Field fix may hold the site's key in their payload.
+    from eventrelay.models.base import LIVE, new_id, utcnow
+    from eventrelay.models.delivery import DELIVERIES
+
+    upgrade(empty_database, "0003")
+    now = utcnow()
+    stored = {
+        "old_gf": ("gravityfield", {"sec": "SITE-KEY-1", "user": {"uid": "u"}, "data": []}),
+        "old_gf_null": ("gravityfield", {"sec": None, "user": {"uid": "u"}, "data": []}),
+        "new_gf": ("gravityfield", {"user": {"uid": "u"}, "data": []}),
+        "other": ("vtcdn", {"user": {"_id": "u"}, "event": {"update": {}}, "sec": "its own"}),
+    }
+    ids = {name: new_id() for name in stored}
+    engine = create_engine(empty_database)
+    with engine.begin() as conn:
+        for name, (vendor, payload) in stored.items():
+            conn.execute(
+                insert(DELIVERIES).values(
+                    id=ids[name],
+                    archived_at=LIVE if name != "old_gf" else now,  # one in history
+                    vendor=vendor,
+                    operation="send_event",
+                    payload=payload,
+                    status="pending" if name != "old_gf" else "delivered",
+                    lane="fresh",
+                    attempts=0,
+                    window_started_at=now,
+                    window_base_attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    engine.dispose()
+
+    def payloads() -> dict[str, Any]:
+        engine = create_engine(empty_database)
+        with engine.connect() as conn:
+            rows = dict(conn.execute(select(DELIVERIES.c.id, DELIVERIES.c.payload)).all())
+        engine.dispose()
+        return {name: rows[i] for name, i in ids.items()}
+
+    upgrade(empty_database, "0004")
+    after = payloads()
+    assert after["old_gf"] == {"user": {"uid": "u"}, "data": []}
+    assert after["old_gf_null"] == {"user": {"uid": "u"}, "data": []}
+    assert after["new_gf"] == stored["new_gf"][1]
+    assert after["other"] == stored["other"][1]  # another vendor's own field
+    downgrade(empty_database, "0003")
+    assert payloads() == after  # a removed secret is never put back
+    upgrade(empty_database)
+    assert payloads() == after
