@@ -219,3 +219,24 @@ def test_the_body_is_the_payload_as_json() -> None:
     request = get_vendor("webhook_partner").build_request("send_event", [ORDER])
     assert json.loads(request.body()) == ORDER
     assert request.headers["Content-Type"] == "application/json"
+
+
+def test_a_worker_refuses_to_start_with_a_bad_secret_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eventrelay.worker.engine.startup import check_settings
+
+    monkeypatch.setenv("WEBHOOK_PARTNER_URL", "https://partner.example/in")
+    monkeypatch.setenv("WEBHOOK_PARTNER_SECRET", "whsec_not*base64!")
+    monkeypatch.setenv("WEBHOOK_BILLING_URL", "https://billing.example/in")
+    monkeypatch.delenv("WEBHOOK_BILLING_SECRET", raising=False)
+    refresh_vendors()
+    try:
+        found = check_settings()
+        assert [line for line in found.refused if "WEBHOOK_PARTNER_SECRET" in line]
+        assert not any("not*base64" in line for line in found.refused + found.waiting)
+        assert [line for line in found.waiting if line.startswith("WEBHOOK_BILLING_SECRET")]
+        assert not [line for line in found.waiting if "BASE_URL" in line and "WEBHOOK" in line]
+    finally:
+        monkeypatch.undo()
+        refresh_vendors()
