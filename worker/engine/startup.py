@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 
 from eventrelay.worker.config import Settings, describe_errors, get_settings
-from eventrelay.worker.vendors import VENDOR_CLASSES
+from eventrelay.worker.vendors import VENDOR_CLASSES, broken_vendors
 
 EXIT_BAD_SETTING = 2
 
@@ -79,6 +79,9 @@ def check_settings(sends: bool = True) -> StartCheck:
                     f"{prefix}{field_name}".upper() + f" is not set: {name}'s deliveries wait "
                     "until it is set in the worker's environment (the other vendors deliver)"
                 )
+    if sends:
+        for name, why in sorted(broken_vendors().items()):
+            found.waiting.append(f"vendor {name!r} failed to load ({why}): its deliveries wait")
     return found
 
 
