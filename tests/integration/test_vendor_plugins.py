@@ -119,6 +119,24 @@ def test_eventrelay_vendors_list_shows_the_installed_plugin(
     assert "acme" not in without["vendors"]
 
 
+def test_a_broken_plugin_is_listed_by_its_entry_point_name_and_the_rest_still_work(
+    cli: Any, acme_env: dict[str, str], tmp_path: Path
+) -> None:
+    info = tmp_path / "eventrelay_broken-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: eventrelay-broken\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[eventrelay.vendors]\nbroken = eventrelay_broken:Nope\n"
+    )
+    env = _child_env(**{**acme_env, "PYTHONPATH": f"{tmp_path}:{acme_env['PYTHONPATH']}"})
+    listed = json.loads(cli("vendors", "list", "--json", env=env).stdout)
+    assert "ModuleNotFoundError" in listed["broken"]["broken"]
+    assert {"acme", "botsi", "gravityfield", "infobip", "vtcdn"} <= set(listed["vendors"])
+    text = cli("vendors", "list", env=env)
+    assert "broken: not loaded: eventrelay_broken:Nope: ModuleNotFoundError" in text.stderr
+    assert "acme: send_event" in text.stdout
+
+
 @pytest.mark.usefixtures("acme_here")
 def test_its_queues_settings_and_breaker_follow_from_the_registry(
     cli: Any, acme_env: dict[str, str]
