@@ -27,6 +27,7 @@ from celery.signals import (
 from kombu.entity import Queue
 
 from eventrelay.worker.config import get_settings
+from eventrelay.worker.fleet import liveness
 from eventrelay.worker.fleet.queues import INGEST_QUEUE, TASK_NAME_INGEST, all_queues
 
 # Imported by the worker at start (Celery's `include`), never by this module: the tasks use
@@ -67,6 +68,7 @@ def make_app() -> Celery:
     worker_shutdown.connect(_finish_in_flight)
     after_setup_logger.connect(_eventrelay_logging)
     worker_ready.connect(_say_if_fleet_state_is_off)
+    liveness.connect_worker_signals()  # heartbeats the metrics exporter reads (fleet/liveness.py)
     transport_options: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout_seconds,
         "socket_connect_timeout": 3,

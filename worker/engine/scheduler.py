@@ -29,7 +29,7 @@ from eventrelay.worker.config import Settings, get_settings, is_redis_url
 from eventrelay.worker.engine import retention
 from eventrelay.worker.engine.retry import RetryPolicy
 from eventrelay.worker.engine.state import IS_LIVE, recover_expired_leases
-from eventrelay.worker.fleet import breaker, keys
+from eventrelay.worker.fleet import breaker, keys, liveness
 from eventrelay.worker.fleet.queues import vendor_queues
 from eventrelay.worker.producer.outbox import mark_unpublished, purge_expired_keys
 from eventrelay.worker.producer.publish import publish, publish_many
@@ -360,6 +360,7 @@ class Scheduler:
                 if summary.broker_reset
                 else "",
             )
+        liveness.scheduler_beat(self.settings.effective_redis_url)  # for eventrelay_scheduler_*
         return summary
 
     def run(self, interval: float | None = None, max_seconds: float | None = None) -> None:

@@ -75,13 +75,20 @@ class EventRelayCollector(Collector):
             "Dead-lettered deliveries waiting for replay or purge",
             labels=["vendor"],
         )
+        oldest = GaugeMetricFamily(
+            "eventrelay_oldest_pending_age_seconds",
+            "Age of the vendor's oldest pending or delivering delivery (0 when none waits)",
+            labels=["vendor"],
+        )
         vendors = status_counts(conn)
         for vendor, entry in sorted(vendors.items()):
             for state, count in sorted(entry["counts"].items()):
                 by_state.add_metric([vendor, state], count)
             dead.add_metric([vendor], entry["counts"][DeliveryStatus.DEAD.value])
+            oldest.add_metric([vendor], entry["oldest_pending_age_seconds"] or 0.0)
         yield by_state
         yield dead
+        yield oldest
 
     def _attempts(self, totals: dict[tuple[str, str], int]) -> Iterator[Any]:
         attempts = CounterMetricFamily(
@@ -177,6 +184,41 @@ class EventRelayCollector(Collector):
             cooldown.add_metric([vendor], health.cooling_seconds_left or 0.0)
         yield circuit
         yield cooldown
+        yield from self._liveness(url)
+
+    def _liveness(self, url: str | None) -> Iterator[Any]:
+        """Heartbeats the workers and the scheduler write to Redis (fleet/liveness.py): read
+        here, so a dead process shows as one, not as a missing scrape target."""
+        from eventrelay.worker.fleet import liveness
+
+        alive = GaugeMetricFamily(
+            "eventrelay_workers_alive",
+            f"Workers whose last heartbeat is under {liveness.WORKER_TTL_SECONDS} s old",
+        )
+        last_beat = GaugeMetricFamily(
+            "eventrelay_worker_last_heartbeat_timestamp_seconds",
+            "When each live worker last sent a heartbeat (Unix time)",
+            labels=["worker"],
+        )
+        ticked = GaugeMetricFamily(
+            "eventrelay_scheduler_last_tick_timestamp_seconds",
+            "When a scheduler last completed a tick (Unix time; 0 if none has)",
+        )
+        if not url:
+            return
+        try:
+            beats = liveness.worker_beats(url)
+            tick = liveness.scheduler_last_tick(url)
+        except Exception:
+            log.warning("cannot read heartbeats from Redis")
+            return
+        alive.add_metric([], len(beats))
+        for worker, when in sorted(beats.items()):
+            last_beat.add_metric([worker], when)
+        ticked.add_metric([], tick or 0.0)
+        yield alive
+        yield last_beat
+        yield ticked
 
 
 def serve(port: int, host: str = "0.0.0.0") -> None:

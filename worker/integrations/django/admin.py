@@ -244,6 +244,8 @@ class DeliveryAdmin(ReadOnlyAdmin):
     ordering: tuple[str, ...] = ("-id",)
     paginator = CappedCountPaginator
     show_full_result_count = False
+    # Facet counts are a COUNT per filter choice over every row: never on these tables.
+    show_facets = getattr(admin, "ShowFacets", None) and admin.ShowFacets.NEVER
     list_per_page = 50
     inlines = (AttemptInline,)
     fields = readonly_fields = (
