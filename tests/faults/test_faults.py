@@ -474,3 +474,81 @@ def test_kill_9_a_worker_with_many_requests_in_flight(mock: Any) -> None:
         assert figures["delivered"] == figures["accepted"] == 400
     finally:
         cluster.close()
+
+
+def test_vendor_recovers_while_its_circuit_is_open_and_work_waits_on_a_dependency(
+    cluster: Cluster, mock: Any
+) -> None:
+    """The half-open probe may be an event that must wait for its profile: it is given back
+    and the next row probes, so Botsi is used again once it recovers."""
+    cluster.worker("a")
+    cluster.worker("b")
+    cluster.scheduler()
+    users = [f"recover-u{i}" for i in range(6)]
+    mock.set_faults("botsi", fail_next=[500] * 6)
+    receipts = cluster.produce(
+        [
+            {"vendor": "botsi", "operation": "create_profile", "payload": samples.botsi_profile(u)}
+            for u in users
+        ]
+    )
+    client = redis.Redis.from_url(cluster.redis.url)
+    wait_for(lambda: client.exists(keys.breaker_open("botsi")), 60, what="botsi's circuit to open")
+    opened_at = time.monotonic()
+    # Events come while the circuit is open; each waits for its user's profile.
+    receipts += cluster.produce(
+        [
+            {"vendor": "botsi", "operation": "send_event", "payload": samples.botsi_event(u)}
+            for u in users
+        ]
+    )
+    cluster.wait_until_settled(90)
+    recovered_in = time.monotonic() - opened_at
+    figures = report(
+        "botsi recovers, events wait",
+        cluster,
+        receipts,
+        mock,
+        f"recovered_in={recovered_in:.1f}s (circuit open 15 s)",
+    )
+    assert figures["delivered"] == figures["accepted"] == 12
+    assert figures["duplicate_sends"] == 0
+
+
+def test_a_poison_answer_under_load_fails_alone(cluster: Cluster, mock: Any) -> None:
+    """A vendor's error text with a NUL and a lone surrogate, amid a few hundred answers: the
+    bad outcome is recorded with a readable reason, and nothing else is sent twice."""
+    mock.set_faults("vtcdn", latency_ms=100)
+    mock.set_faults("gravityfield", latency_ms=100)
+    cluster.worker("a")
+    cluster.worker("b")
+    cluster.scheduler()
+    load = [j for j in mixed_jobs(max(400, STORM_JOBS // 4), "poison") if j["vendor"] != "botsi"]
+    receipts = cluster.produce(load)
+    wait_for(lambda: delivered_count(cluster) >= 50, 60, what="the load to be under way")
+    # vtcdn's error shape; json.loads turns the escapes into a NUL and a lone surrogate.
+    mock.set_faults(
+        "vtcdn",
+        fail_next=[400, 503],
+        error_body='{"errors": [{"message": "Invalid\\u0000 user", "description": "cut \\ud83d"}]}',
+    )
+    cluster.wait_until_settled(SETTLE_SECONDS)
+    timeouts = read_timeouts(cluster)
+    unreadable = int(
+        cluster.scalar("SELECT count(*) FROM deliveries WHERE reason LIKE '%could not be stored%'")
+        or 0
+    )
+    dead = int(
+        cluster.scalar("SELECT count(*) FROM deliveries WHERE status = 'dead' AND vendor = 'vtcdn'")
+        or 0
+    )
+    figures = report(
+        "poison answer under load",
+        cluster,
+        receipts,
+        mock,
+        f"vtcdn_dead={dead} stored_without_text={unreadable} read_timeouts={timeouts}",
+    )
+    assert dead == 1  # the 400; the 503 was retried and delivered
+    assert figures["delivered"] == figures["accepted"] - 1
+    assert figures["duplicate_sends"] <= timeouts  # 0 unless an answer came after the timeout
