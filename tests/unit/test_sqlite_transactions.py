@@ -124,4 +124,3 @@ def test_a_heartbeat_blocked_by_another_writer_gives_up_well_within_its_lease(
     # A heartbeat beats every third of the lease: a blocked one must fail (and beat again)
     # before the lease it renews has run out, not wait the lock out for 30 s.
     assert waited < lease_seconds / 2
-

@@ -45,7 +45,7 @@ def test_importing_the_registry_loads_no_vendor() -> None:
         """
         import sys
         import eventrelay.worker.vendors as v
-        assert v.VENDOR_CLASSES._classes is None, "entry points read at import"
+        assert not v.VENDOR_CLASSES.loaded, "entry points read at import"
         assert not [m for m in sys.modules if m.startswith("eventrelay.worker.vendors.")
                     and m != "eventrelay.worker.vendors.base"], sorted(sys.modules)
         assert "botsi" in v.VENDOR_CLASSES  # loaded on first use

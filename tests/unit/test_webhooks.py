@@ -240,3 +240,19 @@ def test_a_worker_refuses_to_start_with_a_bad_secret_naming_the_variable(
     finally:
         monkeypatch.undo()
         refresh_vendors()
+
+
+def test_an_endpoint_set_after_the_registry_was_read_is_known_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert "webhook_late" not in vendor_names()  # the registry has been read by now
+    monkeypatch.setenv("WEBHOOK_LATE_URL", "https://late.example/in")
+    monkeypatch.setenv("WEBHOOK_LATE_SECRET", PARTNER_SECRET)
+    try:
+        assert "webhook_late" in vendor_names()
+        request = get_vendor("webhook_late").build_request("send_event", [ORDER])
+        assert _verify(PARTNER_SECRET, request) == ORDER
+    finally:
+        monkeypatch.undo()
+        refresh_vendors()
+    assert "webhook_late" not in vendor_names()

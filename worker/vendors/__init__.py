@@ -11,9 +11,9 @@ function returning `Vendor` subclasses made from configuration, each named after
 point (`webhook`, `webhook_<name>`: see `webhook.configured_webhooks`).
 
 Entry points are loaded on first use, never at import, once per process (`refresh_vendors()`
-reads them and the environment again). A plugin that fails to load is logged with its entry
-point name and listed by `broken_vendors()` (and `eventrelay vendors list`); every other
-vendor loads as usual.
+reads them again); what a function makes is asked for at each look-up. A plugin that fails
+to load is logged with its entry point name and listed by `broken_vendors()` (and
+`eventrelay vendors list`); every other vendor loads as usual.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cache
 from importlib import metadata
 from typing import Any
@@ -83,100 +83,130 @@ def _entry_points() -> list[metadata.EntryPoint]:
     return own + others
 
 
-def vendor_classes_of(ep: metadata.EntryPoint) -> list[type[Vendor]]:
-    """The vendors an entry point gives, checked; BrokenVendor says what is wrong."""
-    obj: Any = ep.load()
-    if isinstance(obj, type):
-        classes = [obj]
-    elif callable(obj):
-        classes = list(obj())
-    else:
-        raise BrokenVendor(f"{ep.value} is neither a Vendor subclass nor a function")
-    for cls in classes:
-        if not (isinstance(cls, type) and issubclass(cls, Vendor)):
-            raise BrokenVendor(f"{cls!r} is not a subclass of eventrelay's Vendor")
-        name = getattr(cls, "name", None)
-        if not isinstance(name, str) or not VENDOR_NAME.fullmatch(name):
-            raise BrokenVendor(
-                f"{cls.__qualname__}.name must be lower case letters, digits and single "
-                f"underscores (it names queues and settings), got {name!r}"
-            )
-        if isinstance(obj, type) and name != ep.name:
-            raise BrokenVendor(f"{cls.__qualname__}.name is {name!r}, not {ep.name!r}")
-        if not isinstance(obj, type) and not (name == ep.name or name.startswith(ep.name + "_")):
-            raise BrokenVendor(f"{name!r} is not {ep.name!r} or {ep.name + '_<name>'!r}")
-        missing = [
-            attr for attr in ("operations", "settings_class") if not hasattr(cls, attr)
-        ] + sorted(getattr(cls, "__abstractmethods__", ()))
-        if missing:
-            raise BrokenVendor(f"{cls.__qualname__} does not define {', '.join(missing)}")
-    return classes
+def check_vendor_class(ep: metadata.EntryPoint, cls: Any, family: bool) -> type[Vendor]:
+    """`cls` if it is a usable vendor for entry point `ep`; BrokenVendor says what is wrong."""
+    if not (isinstance(cls, type) and issubclass(cls, Vendor)):
+        raise BrokenVendor(f"{cls!r} is not a subclass of eventrelay's Vendor")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not VENDOR_NAME.fullmatch(name):
+        raise BrokenVendor(
+            f"{cls.__qualname__}.name must be lower case letters, digits and single "
+            f"underscores (it names queues and settings), got {name!r}"
+        )
+    if not family and name != ep.name:
+        raise BrokenVendor(f"{cls.__qualname__}.name is {name!r}, not {ep.name!r}")
+    if family and not (name == ep.name or name.startswith(ep.name + "_")):
+        raise BrokenVendor(f"{name!r} is not {ep.name!r} or {ep.name + '_<name>'!r}")
+    missing = [attr for attr in ("operations", "settings_class") if not hasattr(cls, attr)]
+    missing += sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise BrokenVendor(f"{cls.__qualname__} does not define {', '.join(missing)}")
+    return cls
+
+
+def _why(exc: Exception) -> str:
+    return redact(f"{type(exc).__name__}: {exc}", 300)
+
+
+Family = Callable[[], Iterable[Any]]
 
 
 class VendorRegistry(Mapping[str, type[Vendor]]):
-    """Vendor name → class, read from the entry points on first use (thread-safe)."""
+    """Vendor name → class (thread-safe). Entry points are loaded once, on first use; a
+    family's function is asked again at each look-up, since what it makes comes from the
+    environment (`WEBHOOK_<NAME>_URL`) and costs a scan of it (tens of microseconds)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._classes: dict[str, type[Vendor]] | None = None
+        self._loaded: tuple[dict[str, type[Vendor]], list[tuple[Any, Family]]] | None = None
         self._broken: dict[str, str] = {}
+        self._reported: set[tuple[str, str]] = set()
 
-    def _loaded(self) -> dict[str, type[Vendor]]:
-        classes = self._classes
-        if classes is None:
+    def _entry_points_loaded(self) -> tuple[dict[str, type[Vendor]], list[tuple[Any, Family]]]:
+        loaded = self._loaded
+        if loaded is None:
             with self._lock:
-                if self._classes is None:
-                    self._classes, self._broken = self._load()
-                classes = self._classes
-        return classes
+                if self._loaded is None:
+                    self._loaded = self._load()
+                loaded = self._loaded
+        return loaded
 
-    @staticmethod
-    def _load() -> tuple[dict[str, type[Vendor]], dict[str, str]]:
+    def _load(self) -> tuple[dict[str, type[Vendor]], list[tuple[Any, Family]]]:
         classes: dict[str, type[Vendor]] = {}
-        broken: dict[str, str] = {}
+        families: list[tuple[Any, Family]] = []
+        self._broken = {}
         for ep in _entry_points():
             try:
-                found = vendor_classes_of(ep)
-            except Exception as exc:  # a plugin's bug must not take the other vendors down
-                why = redact(f"{type(exc).__name__}: {exc}", 300)
-                broken[ep.name] = f"{ep.value}: {why}"
-                log.error("vendor entry point %r (%s) failed to load: %s", ep.name, ep.value, why)
-                continue
-            for cls in found:
-                if cls.name in classes:
-                    taken = classes[cls.name]
-                    broken[cls.name] = (
-                        f"{ep.value}: the name {cls.name!r} is taken by "
-                        f"{taken.__module__}.{taken.__qualname__}"
-                    )
-                    log.error("vendor entry point %r: %s", ep.name, broken[cls.name])
+                obj: Any = ep.load()
+                if not isinstance(obj, type) and callable(obj):
+                    families.append((ep, obj))
                     continue
-                classes[cls.name] = cls
+                if not isinstance(obj, type):
+                    raise BrokenVendor(f"{ep.value} is neither a Vendor subclass nor a function")
+                cls = check_vendor_class(ep, obj, family=False)
+            except Exception as exc:  # a plugin's bug must not take the other vendors down
+                self._report(ep.name, f"{ep.value}: {_why(exc)}", self._broken)
+                continue
+            if cls.name in classes:
+                self._report(cls.name, self._taken(ep, classes[cls.name]), self._broken)
+                continue
+            classes[cls.name] = cls
+        return classes, families
+
+    def _current(self) -> tuple[dict[str, type[Vendor]], dict[str, str]]:
+        static, families = self._entry_points_loaded()
+        classes, broken = dict(static), dict(self._broken)
+        for ep, make in families:
+            try:
+                made = [check_vendor_class(ep, cls, family=True) for cls in make()]
+            except Exception as exc:
+                self._report(ep.name, f"{ep.value}: {_why(exc)}", broken)
+                continue
+            for cls in made:
+                if cls.name in classes:
+                    self._report(cls.name, self._taken(ep, classes[cls.name]), broken)
+                else:
+                    classes[cls.name] = cls
         return dict(sorted(classes.items())), broken
 
+    @staticmethod
+    def _taken(ep: Any, taken: type[Vendor]) -> str:
+        where = f"{taken.__module__}.{taken.__qualname__}"
+        return f"{ep.value}: the name {taken.name!r} is taken by {where}"
+
+    def _report(self, name: str, why: str, into: dict[str, str]) -> None:
+        into[name] = why
+        if (name, why) not in self._reported:  # once per process, not at every look-up
+            self._reported.add((name, why))
+            log.error("vendor entry point %r failed to load: %s", name, why)
+
     def broken(self) -> dict[str, str]:
-        self._loaded()
-        return dict(self._broken)
+        return self._current()[1]
 
     def refresh(self) -> None:
         with self._lock:
-            self._classes, self._broken = None, {}
+            self._loaded, self._broken = None, {}
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the entry points have been read (never at import)."""
+        return self._loaded is not None
 
     def __getitem__(self, name: str) -> type[Vendor]:
-        return self._loaded()[name]
+        return self._current()[0][name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._loaded()
+        return name in self._current()[0]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._loaded())
+        return iter(self._current()[0])
 
     def __len__(self) -> int:
-        return len(self._loaded())
+        return len(self._current()[0])
 
     def __repr__(self) -> str:
-        state = "not loaded" if self._classes is None else ", ".join(self._classes)
-        return f"<VendorRegistry {state}>"
+        names = ", ".join(self._current()[0]) if self.loaded else "not loaded"
+        return f"<VendorRegistry {names}>"
 
 
 VENDOR_CLASSES = VendorRegistry()
