@@ -256,3 +256,8 @@ def test_an_endpoint_set_after_the_registry_was_read_is_known_at_once(
         monkeypatch.undo()
         refresh_vendors()
     assert "webhook_late" not in vendor_names()
+
+
+def test_an_unknown_webhook_endpoint_says_which_variable_names_it() -> None:
+    with pytest.raises(InvalidJob, match="WEBHOOK_NOWHERE_URL names that endpoint"):
+        get_vendor("webhook_nowhere")

@@ -238,8 +238,15 @@ def get_vendor(name: str) -> Vendor:
     """
     cls = VENDOR_CLASSES.get(name) if isinstance(name, str) else None
     if cls is None:
+        from eventrelay.worker.vendors.webhook import unknown_endpoint_hint
+
         why = broken_vendors().get(name) if isinstance(name, str) else None
         message = f"unknown vendor {name!r}; valid vendors: {', '.join(vendor_names())}"
+        hint = unknown_endpoint_hint(name) if isinstance(name, str) else None
+        if hint:
+            message = f"unknown vendor {name!r} ({hint}); valid vendors: " + ", ".join(
+                vendor_names()
+            )
         if why:
             message = f"vendor {name!r} failed to load ({why}); valid vendors: " + ", ".join(
                 vendor_names()

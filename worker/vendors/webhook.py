@@ -233,6 +233,14 @@ def endpoint_names(environ: Mapping[str, str]) -> list[str | None]:
     return sorted(names, key=lambda n: n or "")
 
 
+def unknown_endpoint_hint(vendor: str) -> str | None:
+    """What to set for a webhook vendor this process does not know (a producer or scheduler
+    started without the endpoint's URL), or None if `vendor` is no webhook name."""
+    if vendor != FAMILY and not vendor.startswith(FAMILY + "_"):
+        return None
+    return f"{vendor.upper()}_URL names that endpoint: set it in this process's environment too"
+
+
 def configured_webhooks() -> list[type[Webhook]]:
     """The entry point `webhook`: one vendor per endpoint configured in the environment."""
     return [webhook_vendor(name) for name in endpoint_names(os.environ)]
