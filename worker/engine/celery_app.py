@@ -101,6 +101,7 @@ def make_app() -> Celery:
         task_routes={TASK_NAME_INGEST: {"queue": INGEST_QUEUE}},
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_consumer="eventrelay.worker.engine.consumer:Consumer",  # reconnects in 0.1 s
     )
     return app
 
