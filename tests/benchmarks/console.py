@@ -134,9 +134,23 @@ def write_markdown(
         "",
         f"Measured by `python -m tests.benchmarks.console --rows {rows}`: {rows:,} delivered",
         "deliveries of history (ten days, one attempt each) plus 3,000 dead letters and 2,000",
-        f"pending retries; seeded in {seed['total_seconds']} s. Whole requests through each",
-        "framework's test client (queries, templates, response), "
-        f"load average at the end {' '.join(load)} on {os.cpu_count()} CPUs.",
+        "pending retries"
+        + (
+            f"; seeded in {seed['total_seconds']} s."
+            if seed.get("rows")
+            else ", on the database an earlier run seeded (90 s for 1M rows)."
+        ),
+        "Whole requests through each framework's test client (queries, templates, response),",
+        f"medians and the slowest of the repetitions; load average at the end {' '.join(load)}",
+        f"on {os.cpu_count()} CPUs (other test suites were running: a quiet machine is faster).",
+        "",
+        "What keeps them flat: counts stop at 10,000 rows and then use the planner's estimate;",
+        "vendor and status filters list their choices without a DISTINCT; live states and lanes",
+        "read only the live partition; a date range is also an id range (UUIDv7 ids); a search",
+        "is three index lookups (held idempotency keys, live keys, (vendor, user_ref)) instead",
+        "of an OR that read the whole table (675 ms for a user reference before, under the same",
+        "load). Most of what is left is Django's template and PostgreSQL's planning over 14",
+        "partitions (about 12 ms a statement under that load).",
         "",
     ]
     for name, results in pages.items():

@@ -173,6 +173,11 @@ def test_a_delivery_is_found_by_its_idempotency_key_with_its_attempts_newest_fir
     assert "1 delivery" in text
     by_id = client.get("/admin/eventrelay/delivery/", {"q": str(receipt.delivery_id)})
     assert str(receipt.delivery_id) in by_id.content.decode()
+    (botsi,) = enqueue_many(
+        [{"vendor": "botsi", "operation": "send_event", "payload": jobs.botsi_event(user="ana-7")}]
+    )
+    by_user = client.get("/admin/eventrelay/delivery/", {"q": "ana-7"}).content.decode()
+    assert str(botsi.delivery_id) in by_user and str(receipt.delivery_id) not in by_user
 
     page = client.get(f"/admin/eventrelay/delivery/{receipt.delivery_id}/change/")
     html = page.content.decode()
@@ -376,7 +381,11 @@ def test_list_filters_by_vendor_status_lane_and_date_range(
     assert ids() == all_ids
     assert ids(vendor="infobip") == {str(infobip[0].delivery_id)}
     assert ids(status="delivered") == all_ids and ids(status="dead") == set()
-    assert ids(lane="fresh") == all_ids and ids(lane="retry") == set()
+    # Lanes are of live work: finished deliveries are in none.
+    assert ids(lane="fresh") == set() and ids(lane="retry") == set()
+    (dead,) = _dead_letters(mock_vendors, "infobip", _infobip(1))
+    assert ids(lane="fresh") == {dead} and ids(lane="retry") == set()
+    all_ids.add(dead)
     assert (
         ids(created_at__gte="2000-01-01T00:00:00+00:00", created_at__lt="2100-01-01T00:00:00+00:00")
         == all_ids

@@ -36,7 +36,7 @@ from flask_admin.actions import action
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.contrib.sqla.filters import DateTimeBetweenFilter, FilterEqual
 from markupsafe import Markup, escape
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from eventrelay.models.base import LIVE
 from eventrelay.models.delivery import ATTEMPTS, Delivery, DeliveryStatus, Lane
@@ -178,11 +178,9 @@ class DeliveryView(_Guarded, ModelView):
     def _apply_search(
         self, query: Any, count_query: Any, joins: Any, count_joins: Any, search: str
     ) -> Any:
-        term = search.strip()
-        try:
-            where = Delivery.id == uuid.UUID(term)
-        except ValueError:
-            where = or_(Delivery.idempotency_key == term, Delivery.user_ref == term)
+        from eventrelay.worker.ops.operations import search_ids
+
+        where = Delivery.id.in_(search_ids(self.session.connection(), search))
         query = query.filter(where)
         if count_query is not None:
             count_query = count_query.filter(where)

@@ -338,3 +338,33 @@ def vendor_overview(conn: Connection, redis_url: str | None) -> list[dict[str, A
                 row["cooling_seconds_left"] = health.cooling_seconds_left
         rows.append(row)
     return rows
+
+
+SEARCH_LIMIT = 1_000
+
+
+def search_ids(conn: Connection, term: str, limit: int = SEARCH_LIMIT) -> list[uuid.UUID]:
+    """Deliveries a console search names: a delivery id, an idempotency key or a user reference.
+
+    Each is found by an index, never by reading history: an OR of the three in one statement
+    would read every row. Keys are found while `idempotency_keys` holds them
+    (EVENTRELAY_IDEMPOTENCY_TTL_SECONDS, primary key (vendor, key)) and for any live delivery;
+    user references at any age (index (vendor, user_ref)).
+    """
+    from eventrelay.models.idempotency import IDEMPOTENCY_KEYS as K
+    from eventrelay.worker.vendors import vendor_names
+
+    term = term.strip()
+    try:
+        return [uuid.UUID(term)]
+    except ValueError:
+        pass
+    vendors = list(vendor_names())
+    found: list[uuid.UUID] = []
+    for stmt in (
+        select(K.c.delivery_id).where(K.c.vendor.in_(vendors), K.c.key == term),
+        select(D.c.id).where(D.c.archived_at == LIVE, D.c.idempotency_key == term),
+        select(D.c.id).where(D.c.vendor.in_(vendors), D.c.user_ref == term),
+    ):
+        found += [row[0] for row in conn.execute(stmt.limit(limit))]
+    return list(dict.fromkeys(found))
