@@ -24,18 +24,22 @@ from tests.benchmarks import history
 
 ROOT = Path(__file__).resolve().parents[2]
 DB_NAME = "eventrelay_console_bench"
+DB_URL = history.PG_ADMIN.rsplit("/", 1)[0] + "/" + DB_NAME
 REDIS_URL = "redis://127.0.0.1:6379/5"
-history.DB_NAME = DB_NAME
-history.DB_URL = history.PG_ADMIN.rsplit("/", 1)[0] + "/" + DB_NAME
-history.REDIS_URL = REDIS_URL
 ENV = {
     **history.ENV,
-    "EVENTRELAY_DATABASE_URL": history.DB_URL,
+    "EVENTRELAY_DATABASE_URL": DB_URL,
     "EVENTRELAY_BROKER_URL": REDIS_URL,
     "EVENTRELAY_REDIS_URL": REDIS_URL,
-    "EVENTRELAY_DJANGO_DATABASE_URL": history.DB_URL,
+    "EVENTRELAY_DJANGO_DATABASE_URL": DB_URL,
     "DJANGO_SETTINGS_MODULE": "tests.apps.django_project.settings",
 }
+
+
+def use_console_database() -> None:
+    """history.py's seeding, pointed at this benchmark's database (in main, never at import)."""
+    history.DB_NAME, history.DB_URL, history.REDIS_URL = DB_NAME, DB_URL, REDIS_URL
+    os.environ.update(ENV)
 
 
 def _time(get: Any, url: str, reps: int, warmup: int) -> dict[str, Any]:
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "console.md"))
     parser.add_argument("--reuse", action="store_true", help="keep an already seeded database")
     args = parser.parse_args(argv)
-    os.environ.update(ENV)
+    use_console_database()
     sys.path.insert(0, str(ROOT))
 
     def log(message: str) -> None:

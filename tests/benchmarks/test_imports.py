@@ -10,7 +10,7 @@ import os
 import pytest
 
 
-@pytest.mark.parametrize("module", ["bench", "history", "latency", "soak"])
+@pytest.mark.parametrize("module", ["bench", "history", "latency", "soak", "console"])
 def test_importing_a_benchmark_leaves_the_environment_alone(module: str) -> None:
     before = dict(os.environ)
     importlib.import_module(f"tests.benchmarks.{module}")
