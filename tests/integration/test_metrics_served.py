@@ -63,7 +63,13 @@ def test_every_metric_in_the_rules_and_dashboard_is_served(
 ) -> None:
     receipt = enqueue("vtcdn", "send_event", jobs.vtcdn_update())
     wait_status(receipt.delivery_id, "delivered")  # so the latency histogram has a vendor
-    time.sleep(2.5)  # a worker heartbeat (every 2 s) and scheduler ticks after `clean`
+    from eventrelay.worker.fleet import liveness
+    from tests.conftest import TEST_ENV
+
+    url = TEST_ENV["EVENTRELAY_REDIS_URL"]
+    # `clean` emptied Redis: wait for the worker's next heartbeat (every 2 s) and a tick.
+    wait_for(lambda: liveness.worker_beats(url) or None, 20, what="a worker heartbeat")
+    wait_for(lambda: liveness.scheduler_last_tick(url), 20, what="a scheduler tick")
     samples = _scrape(child_env, logs_dir)
     named = _named_in_deploy()
     assert len(named) >= 10
