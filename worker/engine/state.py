@@ -45,7 +45,8 @@ from eventrelay.models.sql import pick_locked
 
 log = logging.getLogger("eventrelay.worker")
 
-# Worker and producer clocks may disagree a little; a fresh job must still be claimable.
+# A producer's clock and the database's may disagree a little; a fresh job named in its
+# message must still be claimable at once.
 CLAIM_CLOCK_SKEW_SECONDS = 2.0
 
 # Every statement on live work says so: on PostgreSQL it then reads only the live partition,
@@ -175,7 +176,7 @@ def _due_in_lane(conn: Connection, vendor: str, lane: Lane, limit: int) -> Colum
     # locked (FOR UPDATE re-checks them on the newest row version, and nobody can change a row
     # this statement holds), so repeating them changes no result; it only gives the planner a
     # second way in, and with statistics older than a backlog (a burst before autovacuum's
-    # ANALYZE) it took that way and walked every pending row of the vendor for each claim.
+    # ANALYZE) it takes that way and walks every pending row of the vendor for each claim.
     picked: ColumnElement[bool] = DELIVERIES.c.id.in_(pick_locked(conn, due))
     if conn.dialect.name != "postgresql":
         picked = and_(picked, DELIVERIES.c.status == DeliveryStatus.PENDING)  # no locks: re-check
