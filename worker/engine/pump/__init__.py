@@ -104,7 +104,7 @@ class Pump:
         return self.ledger.renewable(float("-inf"))
 
     def stats(self) -> dict[str, Any]:
-        return self.dispatcher.stats()
+        return {**self.dispatcher.stats(), "recorder_lag_ms": self.recorder.lag_ms()}
 
     def _recorded(self, woken: set[str]) -> None:
         self.dispatcher.wake()  # it may have waited for the recorder

@@ -12,6 +12,7 @@ outcome fails, and that one is stored without the vendor's text, with a reason s
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import queue
@@ -36,6 +37,7 @@ log = logging.getLogger("eventrelay.worker")
 RECORD_EVERY_SECONDS = 0.05
 RECORD_MAX_OUTCOMES = 100
 RECORD_RETRY_SECONDS = 60.0
+LAGS_KEPT = 1000
 # SQLSTATEs that say "try again": serialization failure, deadlock detected.
 _TRANSIENT_SQLSTATES = {"40001", "40P01"}
 
@@ -177,7 +179,8 @@ class Recorder:
         self._stopped = stopped
         self._recorded = recorded  # told after each batch, with the vendors it woke work of
         self._outcomes: queue.Queue[list[Outcome]] = queue.Queue()
-        self.max_lag_seconds = 0.0  # the oldest outcome's wait when its batch was committed
+        # How long the oldest outcome of each recent batch waited for its commit (seconds).
+        self.lags: collections.deque[float] = collections.deque(maxlen=LAGS_KEPT)
 
     def submit(self, outcomes: Sequence[Outcome]) -> None:
         if outcomes:
@@ -211,8 +214,18 @@ class Recorder:
                 break
         return batch
 
+    def lag_ms(self) -> dict[str, float]:
+        """The recent batches' lag, for `stats()` (Flower shows it with each deliver task)."""
+        lags = sorted(self.lags)
+        if not lags:
+            return {}
+        return {
+            "p50": round(lags[len(lags) // 2] * 1000, 1),
+            "p99": round(lags[int(len(lags) * 0.99)] * 1000, 1),
+            "max": round(lags[-1] * 1000, 1),
+        }
+
     def _record(self, batch: list[Outcome]) -> None:
-        lag = self._ledger.backlog()[1]
         results: list[Recorded] = []
         try:
             results, lost = record_all(get_engine(), batch)
@@ -222,8 +235,8 @@ class Recorder:
             lost = batch
             log.error("could not record %d outcome(s): %s: %s", len(batch), type(exc).__name__, exc)
         finally:
+            self.lags.append(self._ledger.backlog()[1])
             self._ledger.end(batch)
-        self.max_lag_seconds = max(self.max_lag_seconds, lag)
         if lost and results:
             log.error("let %d outcome(s) go to their leases", len(lost))
         woken: set[str] = set()

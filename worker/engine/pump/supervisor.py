@@ -83,7 +83,10 @@ class Supervisor:
             except BaseException:  # noqa: BLE001 - a role must never end silently
                 log.exception("pump %s died unexpectedly; starting it again", role)
                 if self._too_many_restarts(role):
-                    self.exit(f"pump {role} failed {MAX_RESTARTS} times in a row")
+                    self.exit(
+                        f"pump {role} failed more than {MAX_RESTARTS} times in "
+                        f"{RESTART_WINDOW_SECONDS:.0f} s"
+                    )
                     return
                 self._stopped.wait(RESTART_DELAY_SECONDS)
 
