@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from kombu import pools
@@ -19,6 +19,10 @@ from eventrelay.worker.producer.broker import PRODUCER_TRANSPORT_OPTIONS, pause,
 from eventrelay.worker.producer.outbox import mark_unpublished
 
 log = logging.getLogger("eventrelay.publish")
+
+# Set by eventrelay.testing's `eventrelay_outbox` fixture only: committed jobs go to the test's
+# outbox instead of the broker, so an app's tests need no Redis and no worker.
+capture: Callable[[Sequence[tuple[uuid.UUID, str, Lane]]], None] | None = None
 
 
 def chunked(ids: Sequence[uuid.UUID], size: int) -> list[Sequence[uuid.UUID]]:
@@ -104,6 +108,9 @@ def publish_after_commit(rows: Sequence[tuple[uuid.UUID, str, Lane]]) -> None:
     the jobs are stored and the scheduler publishes them once the broker is back. After a
     failure this process stops trying for a while (`broker.PAUSE_SECONDS`)."""
     if not rows:
+        return
+    if capture is not None:
+        capture(rows)
         return
     if not pause.may_publish():
         _leave_to_scheduler(rows)

@@ -7,6 +7,7 @@ from tests.apps.django_project import views
 
 urlpatterns = [
     path("orders", views.create_order),
+    path("checkout", views.checkout),
     path("orders-elsewhere", views.create_order_separate_database),
     path("admin/", admin.site.urls),
 ]

@@ -33,6 +33,35 @@ def create_order(request: HttpRequest) -> Any:
     return JsonResponse({"order": order.pk, "delivery_id": str(receipt.delivery_id)}, status=201)
 
 
+def checkout(request: HttpRequest) -> Any:
+    """The order, its vtcdn confirmation and its Infobip purchase event, in one transaction."""
+    body = json.loads(request.body)
+    with transaction.atomic():
+        order = Order.objects.create(number=body["number"], email=body["email"])
+        enqueue(
+            "vtcdn",
+            "send_event",
+            {
+                "user": {"email": order.email},
+                "event": {"confirmation": {"orderId": order.number, "total": body["total"]}},
+            },
+        )
+        purchase = enqueue(
+            "infobip",
+            "send_event",
+            {
+                "personId": order.email,
+                "identifierType": "EMAIL",
+                "definitionId": "purchase",
+                "properties": {"orderNumber": order.number, "total": body["total"]},
+            },
+            idempotency_key=f"purchase-{order.number}",
+        )
+        if body.get("decline"):
+            raise PaymentDeclined(order.number)
+    return JsonResponse({"order": order.pk, "delivery_id": str(purchase.delivery_id)}, status=201)
+
+
 def create_order_separate_database(request: HttpRequest) -> Any:
     """Separate databases: the job is enqueued only once the order has committed."""
     body = json.loads(request.body)
