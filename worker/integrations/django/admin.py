@@ -304,12 +304,16 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     @admin.display(description="payload")
     def shown_payload(self, obj: Delivery) -> str:
-        request = self._request
-        return format_html("<pre>{}</pre>", _shown_payload(request, obj.payload))
+        return format_html("<pre>{}</pre>", getattr(obj, "shown_payload_text", ""))
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
-        self._request = request  # shown_payload is called without it
-        return super().get_object(request, object_id, from_field)
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            # Read-only fields are rendered from the object alone, after the view returned;
+            # the text this user may see travels with this request's own object (the admin
+            # instance is shared by every thread).
+            obj.shown_payload_text = _shown_payload(request, obj.payload)
+        return obj
 
 
 def _logged(request: HttpRequest, objects: Sequence[Model], flag: int, message: str) -> None:
