@@ -153,8 +153,9 @@ def write_markdown(
         "read only the live partition; a date range is also an id range (UUIDv7 ids); a search",
         "is three index lookups (held idempotency keys, live keys, (vendor, user_ref)) instead",
         "of an OR that read the whole table (675 ms for a user reference before, under the same",
-        "load). Most of what is left is Django's template and PostgreSQL's planning over 14",
-        "partitions (about 12 ms a statement under that load).",
+        "load). What is left does not grow with history: profiled under that load, a 200 ms",
+        "dead-letter page spent about 40 ms in SQL (PostgreSQL plans over 14 partitions, about",
+        "12 ms a statement) and about 130 ms in Django rendering its 50 rows.",
         "",
     ]
     for name, results in pages.items():

@@ -286,6 +286,14 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "shown_payload",
     )
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = super().get_queryset(request)
+        match = request.resolver_match
+        if match is not None and str(match.url_name).endswith("_changelist"):
+            # Lists never show the payload: do not fetch and decode 50 of them.
+            queryset = queryset.defer("payload")
+        return queryset
+
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Any], bool]:
