@@ -107,3 +107,31 @@ def test_a_request_that_answers_in_time_is_not_cut() -> None:
         time.sleep(0.01)
     time.sleep(0.1)
     assert not deadline.fired
+
+
+def test_a_forked_child_has_a_watchdog_of_its_own() -> None:
+    import os
+    import types
+
+    from eventrelay.worker.vendors import deadline
+
+    # The parent's watchdog is running, and a sender thread holds its lock as the fork happens.
+    with deadline.watch(5.0), deadline._watchdog._cond:
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's thread did not come along
+            cut = []
+            conn = types.SimpleNamespace(sock=types.SimpleNamespace(shutdown=cut.append))
+            with deadline.watch(0.05) as mine:
+                mine.note(conn)
+                time.sleep(0.5)
+            os._exit(0 if mine.fired and cut else 1)
+    for _ in range(50):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise AssertionError("the child hung on its parent's watchdog lock")
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -70,13 +70,13 @@ class _Watchdog:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Deadline]] = []
         self._order = itertools.count()
-        self._pid: int | None = None
+        self._started = False
 
     def arm(self, seconds: float) -> Deadline:
         deadline = Deadline(time.monotonic() + seconds)
         with self._cond:
-            if self._pid != os.getpid():  # none yet, or the parent's (threads do not fork)
-                self._pid, self._heap = os.getpid(), []
+            if not self._started:
+                self._started = True
                 threading.Thread(target=self._run, name="eventrelay-deadline", daemon=True).start()
             heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
             if self._heap[0][2] is deadline:
@@ -102,6 +102,15 @@ class _Watchdog:
 
 
 _watchdog = _Watchdog()
+
+
+def _forget_parents_watchdog() -> None:
+    # A fork copies the lock as it was (perhaps held by a sender thread) but not the thread.
+    global _watchdog
+    _watchdog = _Watchdog()
+
+
+os.register_at_fork(after_in_child=_forget_parents_watchdog)
 
 
 @contextlib.contextmanager
