@@ -147,3 +147,17 @@ def test_vendors_page_parks_and_resumes(console: Console, mock_vendors: Any) -> 
     assert "1 vendor(s) resumed" in done.text
     wait_status(waiting.delivery_id, "delivered")
     assert [a[0] for a in console.audit] == ["park", "resume"]
+
+
+def test_list_filters_by_status_and_lane_of_live_work(console: Console, mock_vendors: Any) -> None:
+    (done,) = enqueue_many(_infobip(1))
+    wait_status(done.delivery_id, "delivered")
+    (dead,) = _dead_letters(mock_vendors, "infobip", _infobip(1))
+
+    def ids(**params: str) -> set[str]:
+        return _ids(console.client.get("/admin/delivery/", query_string=params).text)
+
+    assert ids() == {str(done.delivery_id), dead}
+    assert ids(flt0_status_equals="dead") == {dead}
+    assert ids(flt0_status_equals="delivered") == {str(done.delivery_id)}
+    assert ids(flt0_lane_equals="fresh") == {dead}  # finished deliveries are in no lane

@@ -64,6 +64,25 @@ def _default_audit(action_name: str, ids: Sequence[str], message: str) -> None:
     )
 
 
+class _LiveFilterEqual(FilterEqual):
+    """Equal, on live work only (the live partition): a lane, or a state that only live
+    deliveries have, asked of the history would read all of it."""
+
+    def apply(self, query: Any, value: Any, alias: Any = None) -> Any:
+        return super().apply(query, value, alias).filter(Delivery.archived_at == LIVE)
+
+
+class _StatusFilter(FilterEqual):
+    def apply(self, query: Any, value: Any, alias: Any = None) -> Any:
+        query = super().apply(query, value, alias)
+        live = {
+            DeliveryStatus.PENDING.value,
+            DeliveryStatus.DELIVERING.value,
+            DeliveryStatus.DEAD.value,
+        }
+        return query.filter(Delivery.archived_at == LIVE) if value in live else query
+
+
 def _vendor_names() -> list[tuple[str, str]]:
     from eventrelay.worker.vendors import vendor_names
 
@@ -131,10 +150,10 @@ class DeliveryView(_Guarded, ModelView):
     column_searchable_list = ("idempotency_key", "user_ref")
     column_filters: tuple[Any, ...] = (
         FilterEqual(Delivery.vendor, "Vendor", options=_vendor_names),
-        FilterEqual(
+        _StatusFilter(
             Delivery.status, "Status", options=[(s.value, s.value) for s in DeliveryStatus]
         ),
-        FilterEqual(Delivery.lane, "Lane", options=[(s.value, s.value) for s in Lane]),
+        _LiveFilterEqual(Delivery.lane, "Lane", options=[(s.value, s.value) for s in Lane]),
         DateTimeBetweenFilter(Delivery.created_at, "Created"),
     )
 
@@ -251,7 +270,7 @@ class DeadLetterView(DeliveryView):
     column_sortable_list = ("finished_at", "id")
     column_filters = (
         FilterEqual(Delivery.vendor, "Vendor", options=_vendor_names),
-        FilterEqual(Delivery.lane, "Lane", options=[(s.value, s.value) for s in Lane]),
+        _LiveFilterEqual(Delivery.lane, "Lane", options=[(s.value, s.value) for s in Lane]),
         DateTimeBetweenFilter(Delivery.finished_at, "Dead-lettered"),
     )
     guarded_actions = ("replay", "purge")
