@@ -261,3 +261,21 @@ def test_an_endpoint_set_after_the_registry_was_read_is_known_at_once(
 def test_an_unknown_webhook_endpoint_says_which_variable_names_it() -> None:
     with pytest.raises(InvalidJob, match="WEBHOOK_NOWHERE_URL names that endpoint"):
         get_vendor("webhook_nowhere")
+
+
+def test_a_secret_set_anew_signs_at_once_and_a_bad_one_is_reported_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEBHOOK_RENEW_URL", "https://renew.example/in")
+    monkeypatch.setenv("WEBHOOK_RENEW_SECRET", PARTNER_SECRET)
+    try:
+        first = get_vendor("webhook_renew").build_request("send_event", [ORDER])
+        _verify(PARTNER_SECRET, first)
+        monkeypatch.setenv("WEBHOOK_RENEW_SECRET", BILLING_SECRET)
+        _verify(BILLING_SECRET, get_vendor("webhook_renew").build_request("send_event", [ORDER]))
+        monkeypatch.setenv("WEBHOOK_RENEW_SECRET", "whsec_!!")
+        with pytest.raises(ConfigurationError, match="WEBHOOK_RENEW_SECRET"):
+            get_vendor("webhook_renew")
+    finally:
+        monkeypatch.undo()
+        refresh_vendors()

@@ -22,7 +22,6 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -228,9 +227,8 @@ def refresh_vendors() -> None:
     get_vendor.cache_clear()
 
 
-@cache
-def get_vendor(name: str) -> Vendor:
-    """The vendor called `name`, configured from the environment (one instance per process).
+def make_vendor(name: str) -> Vendor:
+    """A new instance of the vendor called `name`, configured from the environment.
 
     Raises:
         InvalidJob: no such vendor (listing the valid ones, and why a plugin failed to load).
@@ -269,6 +267,27 @@ def get_vendor(name: str) -> Vendor:
             + "; ".join(f"{env}: {msg}" if env else msg for env, msg in problems),
             env_var=problems[0][0] if problems else None,
         ) from None
+
+
+class VendorInstances:
+    """`get_vendor(name)`: one instance per vendor and process, made on first use. An
+    instance whose `settings_changed()` says its environment changed (a webhook endpoint's URL
+    or secret set anew, as tests do) is made again; `get_vendor.cache_clear()` drops all."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, Vendor] = {}
+
+    def __call__(self, name: str) -> Vendor:
+        vendor = self._made.get(name) if isinstance(name, str) else None
+        if vendor is None or vendor.settings_changed():
+            vendor = self._made[name] = make_vendor(name)
+        return vendor
+
+    def cache_clear(self) -> None:
+        self._made.clear()
+
+
+get_vendor = VendorInstances()
 
 
 __all__ = [

@@ -317,6 +317,12 @@ class Vendor(ABC):
 
     # ---- settings -----------------------------------------------------------------------
 
+    def settings_changed(self) -> bool:
+        """Whether the environment this instance was configured from has changed since; such
+        an instance is made again. Settings are read once per process, so by default never;
+        a vendor made from configuration (webhooks) watches the variables that define it."""
+        return False
+
     def env_name(self, field_name: str) -> str:
         prefix = self.settings.model_config.get("env_prefix", "")
         return f"{prefix}{field_name}".upper()

@@ -123,6 +123,19 @@ class Webhook(Vendor):
     operations = {"send_event": AnyObject}
     settings_class = WebhookSettings
 
+    def __init__(self, settings: VendorSettings | None = None) -> None:
+        super().__init__(settings)
+        self._url_env, self._secret_env = self.env_name("url"), self.env_name("secret")
+        self._defined_by = self._defining_values()
+
+    def _defining_values(self) -> tuple[str | None, str | None]:
+        return os.environ.get(self._url_env), os.environ.get(self._secret_env)
+
+    def settings_changed(self) -> bool:
+        # Two dictionary look-ups per get_vendor(): an endpoint's URL or secret set anew (a
+        # test, a reconfigured process) makes a new instance instead of signing with the old.
+        return self._defining_values() != self._defined_by
+
     def build_request(
         self,
         operation: str,
