@@ -58,7 +58,8 @@ class JobResult:
     payload: dict[str, Any]
     status: str
     reason: str | None
-    attempts: list[Attempt]
+    attempts: int  # attempts made so far, as the delivery row counts them (and `show` prints)
+    attempt_history: list[Attempt]  # those this drain made, in order
     requests: list[SentRequest]
 
     @property
@@ -66,7 +67,7 @@ class JobResult:
         return self.status == "delivered"
 
     def __str__(self) -> str:
-        tried = "; ".join(str(a) for a in self.attempts) or "no attempt"
+        tried = "; ".join(str(a) for a in self.attempt_history) or "no attempt"
         why = f": {self.reason}" if self.reason and self.status != "delivered" else ""
         return f"{self.vendor} {self.operation} {self.delivery_id}: {self.status}{why} ({tried})"
 
@@ -183,6 +184,8 @@ class StoredJob(Protocol):
     def status(self) -> str: ...
     @property
     def reason(self) -> str | None: ...
+    @property
+    def attempts(self) -> int: ...
 
 
 class Jobs(Protocol):
@@ -377,7 +380,8 @@ def _report(
             payload=j.payload,
             status=j.status,
             reason=j.reason,
-            attempts=trace.get(j.delivery_id, []),
+            attempts=j.attempts,
+            attempt_history=trace.get(j.delivery_id, []),
             requests=[r for r in sent if j.delivery_id in r.delivery_ids],
         )
         for j in box.jobs

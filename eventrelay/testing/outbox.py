@@ -39,6 +39,7 @@ class CapturedJob:
     idempotency_key: str | None
     status: str  # pending, suppressed (or delivered, dead once drained)
     reason: str | None
+    attempts: int = 0
 
     def matches(
         self,
@@ -110,10 +111,12 @@ class Outbox(Sequence[CapturedJob]):
                     D.c.idempotency_key,
                     D.c.status,
                     D.c.reason,
+                    D.c.attempts,
                 ).order_by(D.c.created_at, D.c.id)
             ).all()
         return [
-            CapturedJob(r[0], r[1], r[2], json.loads(r[3]), r[4], str(r[5]), r[6]) for r in rows
+            CapturedJob(r[0], r[1], r[2], json.loads(r[3]), r[4], str(r[5]), r[6], r[7])
+            for r in rows
         ]
 
     @overload

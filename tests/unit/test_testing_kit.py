@@ -133,11 +133,12 @@ def test_drain_infobip_429_then_201_is_delivered_once_without_waiting(
     assert time.perf_counter() - started < 1.0  # Retry-After: 30 was not waited for
     result = report.job(receipt)
     assert result.status == "delivered"
-    assert [(a.outcome, a.status_code) for a in result.attempts] == [
+    assert result.attempts == 2
+    assert [(a.outcome, a.status_code) for a in result.attempt_history] == [
         ("retry", 429),
         ("delivered", 201),
     ]
-    assert result.attempts[0].retry_in_seconds == pytest.approx(30, abs=1)
+    assert result.attempt_history[0].retry_in_seconds == pytest.approx(30, abs=1)
     first, second = report.sent_to("infobip")
     assert [first.answer.status, second.answer.status] == [429, 201]
     assert second.method == "POST"
@@ -161,7 +162,7 @@ def test_drain_500_until_the_attempts_run_out_is_dead(
     (result,) = report
     assert result.status == "dead"
     assert result.reason.startswith("gave up after 4 attempts; last error: HTTP 500")
-    assert len(report.sent_to("vtcdn")) == 4
+    assert len(report.sent_to("vtcdn")) == result.attempts == 4
 
 
 def test_drain_timeout_and_refused_connection_are_retried(eventrelay_outbox: Any) -> None:
@@ -171,7 +172,11 @@ def test_drain_timeout_and_refused_connection_are_retried(eventrelay_outbox: Any
 
     (result,) = report
     assert result.status == "delivered"
-    assert [a.error_class for a in result.attempts] == ["ReadTimeout", "ConnectionError", None]
+    assert [a.error_class for a in result.attempt_history] == [
+        "ReadTimeout",
+        "ConnectionError",
+        None,
+    ]
     # The worker fills in the site key at send time; the stored payload never holds it.
     assert report.sent_to("gravityfield")[-1].json["sec"] == "test-gravityfield-site_key"
 
@@ -230,7 +235,7 @@ def test_drain_vtcdn_sends_one_confirmation_per_order_and_one_email_open_per_win
 
     report = eventrelay_outbox.drain()
 
-    assert [(j.status, j.attempts and j.attempts[-1].outcome) for j in report] == [
+    assert [(j.status, j.attempt_history and j.attempt_history[-1].outcome) for j in report] == [
         ("delivered", "delivered"),
         ("delivered", "delivered"),
         ("suppressed", []),
@@ -248,7 +253,7 @@ def test_drain_parks_a_vendor_whose_key_is_refused(eventrelay_outbox: Any) -> No
     report = eventrelay_outbox.drain({"infobip": 401})
 
     assert report[0].status == "pending"
-    assert [a.outcome for a in report[0].attempts] == ["parked"]
+    assert [a.outcome for a in report[0].attempt_history] == ["parked"]
     assert len(report.sent_to("infobip")) == 1
 
 

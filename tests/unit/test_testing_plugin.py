@@ -87,3 +87,17 @@ def test_the_plugin_can_be_turned_off(pytester: Any, app_env: None) -> None:
 
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'eventrelay_outbox' not found*"])
+
+
+def test_readme_testing_example_runs_as_written(pytester: Any, app_env: None) -> None:
+    from tests.support import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Testing your app", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert example.startswith("# tests/test_checkout.py")
+    pytester.makepyfile(test_checkout=example)
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+
+    result.assert_outcomes(passed=1)

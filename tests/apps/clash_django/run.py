@@ -20,7 +20,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
 django.setup()
 
 
-
 from django.db import connection, transaction  # noqa: E402  (after django.setup())
 
 from eventrelay.worker.integrations.django import enqueue  # noqa: E402

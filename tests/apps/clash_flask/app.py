@@ -54,7 +54,9 @@ def main() -> None:
     client = app.test_client()
     ids = []
     for n in range(3):
-        answer = client.post("/orders", json={"number": f"{prefix}-{n}", "email": f"f{n}@example.com"})
+        answer = client.post(
+            "/orders", json={"number": f"{prefix}-{n}", "email": f"f{n}@example.com"}
+        )
         assert answer.status_code == 201, answer.get_data(as_text=True)
         ids.append(answer.get_json()["delivery_id"])
     declined = client.post(

@@ -26,7 +26,7 @@ def test_order_enqueues_a_vtcdn_update_that_is_delivered_after_a_timeout(
 
     (result,) = report
     assert result.status == "delivered"
-    assert [a.error_class for a in result.attempts] == ["ReadTimeout", None]
+    assert [a.error_class for a in result.attempt_history] == ["ReadTimeout", None]
     sent = report.sent_to("vtcdn")[-1]
     assert (sent.method, sent.path) == ("POST", "/v1/event")
     assert sent.json == {

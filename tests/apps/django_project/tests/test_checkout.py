@@ -39,7 +39,7 @@ def test_checkout_enqueues_the_purchase_and_infobip_gets_it_once_after_a_429(
     elapsed = time.perf_counter() - started
     result = report.job(purchase.delivery_id)
     assert result.status == "delivered"
-    assert [a.outcome for a in result.attempts] == ["retry", "delivered"]
+    assert [a.outcome for a in result.attempt_history] == ["retry", "delivered"]
     assert [r.answer.status for r in report.sent_to("infobip")] == [429, 201]
     assert report.sent_to("infobip")[-1].json == {
         "properties": {"orderNumber": "A-100", "total": 49}
