@@ -104,6 +104,9 @@ def _assert_cost_nothing(mock_vendors: Any, emails: list[str], stopped: Proc) ->
     assert drains, f"no drain line in the stopped worker's log:\n{stopped.output()[-3000:]}"
     assert all(left == 0 for _, left in drains), drains
     assert sum(drained for drained, _ in drains) > 0, drains  # it had work in flight
+    # A child signalled in the middle of a task would make the main process log the task as
+    # lost with a traceback, on every restart.
+    assert "WorkerLostError" not in stopped.output(), stopped.output()[-3000:]
 
 
 def _rolling_restart(

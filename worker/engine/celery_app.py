@@ -18,6 +18,8 @@ from typing import Any
 from celery import Celery
 from celery.signals import (
     after_setup_logger,
+    task_postrun,
+    task_prerun,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -27,6 +29,7 @@ from celery.signals import (
 from kombu.entity import Queue
 
 from eventrelay.worker.config import get_settings
+from eventrelay.worker.engine import shutdown
 from eventrelay.worker.fleet import liveness
 from eventrelay.worker.fleet.queues import INGEST_QUEUE, TASK_NAME_INGEST, all_queues
 
@@ -66,6 +69,10 @@ def make_app() -> Celery:
     worker_process_init.connect(_fresh_connections_after_fork)
     worker_process_shutdown.connect(_finish_in_flight)
     worker_shutdown.connect(_finish_in_flight)
+    # A child's own SIGTERM waits for the task it runs (engine/shutdown.py).
+    worker_process_init.connect(shutdown.in_pool_child)
+    task_prerun.connect(shutdown.task_starting)
+    task_postrun.connect(shutdown.task_finished)
     after_setup_logger.connect(_eventrelay_logging)
     worker_ready.connect(_say_if_fleet_state_is_off)
     liveness.connect_worker_signals()  # heartbeats the metrics exporter reads (fleet/liveness.py)
@@ -151,6 +158,7 @@ def _finish_in_flight(**_: Any) -> None:
     # pump has nothing to drain.
     from eventrelay.worker.engine.pump import drain_pump
 
+    shutdown.exiting()
     drain_pump()
 
 
