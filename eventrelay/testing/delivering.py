@@ -15,6 +15,7 @@ rate limit, which paces requests but decides no outcome.
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -396,6 +397,17 @@ TEST_BASE_URL = "https://{vendor}.eventrelay.test"
 TEST_SECRET = "test-{vendor}-{field}"
 
 
+def secret_for_tests(vendor: str, field: str) -> str:
+    """The kit's value for a secret the test's environment leaves unset. A webhook's secret
+    must be `whsec_` + base64 (Standard Webhooks): the same words, encoded so."""
+    value = TEST_SECRET.format(vendor=vendor, field=field)
+    from eventrelay.worker.vendors.webhook import FAMILY, SECRET_PREFIX
+
+    if field == "secret" and (vendor == FAMILY or vendor.startswith(FAMILY + "_")):
+        return SECRET_PREFIX + base64.b64encode(value.encode()).decode()
+    return value
+
+
 @contextmanager
 def _worker_settings() -> Iterator[None]:
     """Vendor settings a worker needs and a test does not give (base URLs, keys) get test
@@ -419,13 +431,14 @@ def _worker_settings() -> Iterator[None]:
             for field_name, info in type(current).model_fields.items():
                 value = getattr(current, field_name)
                 is_secret = SecretStr in getattr(info.annotation, "__args__", (info.annotation,))
-                if value not in (None, "") or not (field_name == "base_url" or is_secret):
+                is_url = field_name in ("base_url", "url")  # a webhook's endpoint is its url
+                if value not in (None, "") or not (is_url or is_secret):
                     continue
                 put(
                     f"{prefix}{field_name}".upper(),
                     TEST_BASE_URL.format(vendor=name)
-                    if field_name == "base_url"
-                    else TEST_SECRET.format(vendor=name, field=field_name),
+                    if is_url
+                    else secret_for_tests(name, field_name),
                 )
             if "rate_limit" in type(current).model_fields:
                 put(f"{prefix}RATE_LIMIT", "0")
