@@ -135,6 +135,14 @@ class Outbox(Sequence[CapturedJob]):
     def __repr__(self) -> str:
         return f"<eventrelay outbox: {describe(self.jobs)}>"
 
+    def __eq__(self, other: object) -> bool:
+        # `assert eventrelay_outbox == []`, as with anymail's `mail.outbox`.
+        if isinstance(other, list | tuple):
+            return self.jobs == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
     # ---- assertions ---------------------------------------------------------------------
 
     def find(

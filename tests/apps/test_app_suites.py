@@ -1,7 +1,8 @@
 """The sample apps' own test suites, run as their developers run them: `pytest` in the app's
 folder, eventrelay's plugin loaded from its pytest11 entry point, no eventrelay test settings,
-and no Redis (the Django app with the broker and Redis URLs on a port where nothing listens;
-the Flask app in a network namespace where nothing listens at all, on the kit's SQLite)."""
+and no Redis: the Django app on PostgreSQL with the broker and Redis URLs on a port where
+nothing listens; the Django app on SQLite and the Flask app in a network namespace where
+nothing listens at all (`unshare -n`, loopback up), eventrelay on the kit's SQLite file."""
 
 from __future__ import annotations
 
@@ -66,21 +67,33 @@ def test_django_app_suite_passes_with_no_redis_on_its_own_database() -> None:
         ),
     )
 
-    assert "3 passed" in out
+    assert "4 passed" in out
     assert "plugins: eventrelay-" in out
     assert "checkout test: view" in out
 
 
-@pytest.mark.skipif(
+NO_NETWORK = ("unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh")
+needs_namespace = pytest.mark.skipif(
     not (shutil.which("unshare") and shutil.which("ip") and os.geteuid() == 0),
     reason="needs root, unshare and ip (a network namespace of its own)",
 )
-def test_flask_app_suite_passes_where_no_service_listens() -> None:
+
+
+@needs_namespace
+def test_django_app_suite_on_sqlite_passes_where_no_service_listens(tmp_path: Path) -> None:
     out = run_suite(
-        APPS / "flask_tests",
-        app_env(),
-        prefix=("unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"),
+        APPS / "django_project",
+        app_env(EVENTRELAY_DJANGO_DATABASE_URL=f"sqlite:///{tmp_path / 'shop.db'}"),
+        prefix=NO_NETWORK,
     )
+
+    # The same-database producers need PostgreSQL; enqueue_on_commit works on any database.
+    assert "1 passed, 3 skipped" in out
+
+
+@needs_namespace
+def test_flask_app_suite_passes_where_no_service_listens() -> None:
+    out = run_suite(APPS / "flask_tests", app_env(), prefix=NO_NETWORK)
 
     assert "4 passed" in out
     assert "plugins: eventrelay-" in out

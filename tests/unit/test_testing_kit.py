@@ -105,6 +105,7 @@ def test_rolled_back_transaction_captures_nothing(eventrelay_outbox: Any) -> Non
 def test_the_outbox_is_empty_at_the_start_of_each_test(eventrelay_outbox: Any) -> None:
     # The tests above enqueued under the same keys and orders: nothing of theirs is left.
     assert len(eventrelay_outbox) == 0
+    assert eventrelay_outbox == [] and not eventrelay_outbox
     assert not enqueue("vtcdn", "send_event", confirmation("o-1")).duplicate
 
 

@@ -1,4 +1,5 @@
-"""Settings of the test Django project: PostgreSQL through psycopg 3, on eventrelay's database.
+"""Settings of the test Django project: PostgreSQL through psycopg 3, on eventrelay's database
+(or SQLite, for the tests of separate databases).
 
 The database comes from EVENTRELAY_DJANGO_DATABASE_URL (the tests set it from the
 `database_url` fixture), else EVENTRELAY_DATABASE_URL.
@@ -62,3 +63,7 @@ DATABASES = {
         "PORT": str(_url.port or ""),
     }
 }
+if _url.get_backend_name() == "sqlite":
+    # The app on a database of its own (its suite run with no network at all): only the
+    # separate-database producers (enqueue_on_commit) apply.
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": _url.database}}

@@ -62,6 +62,27 @@ def checkout(request: HttpRequest) -> Any:
     return JsonResponse({"order": order.pk, "delivery_id": str(purchase.delivery_id)}, status=201)
 
 
+def checkout_separate_database(request: HttpRequest) -> Any:
+    """`checkout` for an app whose database is not eventrelay's: enqueued after the commit."""
+    body = json.loads(request.body)
+    with transaction.atomic():
+        order = Order.objects.create(number=body["number"], email=body["email"])
+        enqueue_on_commit(
+            "infobip",
+            "send_event",
+            {
+                "personId": order.email,
+                "identifierType": "EMAIL",
+                "definitionId": "purchase",
+                "properties": {"orderNumber": order.number, "total": body["total"]},
+            },
+            idempotency_key=f"purchase-{order.number}",
+        )
+        if body.get("decline"):
+            raise PaymentDeclined(order.number)
+    return JsonResponse({"order": order.pk}, status=201)
+
+
 def create_order_separate_database(request: HttpRequest) -> Any:
     """Separate databases: the job is enqueued only once the order has committed."""
     body = json.loads(request.body)

@@ -10,13 +10,13 @@ from typing import Any
 from eventrelay.testing import rate_limited
 
 
-def checkout(client: Any, **body: Any) -> Any:
+def checkout(client: Any, path: str = "/checkout", **body: Any) -> Any:
     body = {"number": "A-100", "email": "ana@example.com", "total": 49, **body}
-    return client.post("/checkout", json.dumps(body), content_type="application/json")
+    return client.post(path, json.dumps(body), content_type="application/json")
 
 
 def test_checkout_enqueues_the_purchase_and_infobip_gets_it_once_after_a_429(
-    client: Any, eventrelay_outbox: Any
+    client: Any, eventrelay_outbox: Any, same_database: None
 ) -> None:
     started = time.perf_counter()
 
@@ -50,7 +50,7 @@ def test_checkout_enqueues_the_purchase_and_infobip_gets_it_once_after_a_429(
 
 
 def test_declined_checkout_rolls_back_and_enqueues_nothing(
-    client: Any, eventrelay_outbox: Any
+    client: Any, eventrelay_outbox: Any, same_database: None
 ) -> None:
     response = checkout(client, decline=True)
 
@@ -59,8 +59,24 @@ def test_declined_checkout_rolls_back_and_enqueues_nothing(
     assert eventrelay_outbox.drain().requests == []
 
 
-def test_the_same_order_confirmed_twice_reaches_vtcdn_once(
+def test_checkout_on_a_separate_database_enqueues_after_the_commit_only(
     client: Any, eventrelay_outbox: Any
+) -> None:
+    assert checkout(client, "/checkout-elsewhere", number="B-1", decline=True).status_code == 500
+    eventrelay_outbox.assert_not_enqueued()
+
+    assert checkout(client, "/checkout-elsewhere", number="B-2").status_code == 201
+
+    job = eventrelay_outbox.assert_enqueued(
+        "infobip", "send_event", {"properties": {"orderNumber": "B-2"}}
+    )
+    report = eventrelay_outbox.drain({"infobip": [500, 201]})
+    assert report.job(job.delivery_id).status == "delivered"
+    assert report.job(job.delivery_id).attempts == 2
+
+
+def test_the_same_order_confirmed_twice_reaches_vtcdn_once(
+    client: Any, eventrelay_outbox: Any, same_database: None
 ) -> None:
     from eventrelay.worker.integrations.django import enqueue
 
