@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from eventrelay.worker.producer import enqueue
 from tests.conftest import SECRETS
-from tests.support import ROOT
+from tests.integration import jobs
+from tests.integration.helpers import delivery, wait_status
+from tests.support import ROOT, start_worker
 
 WORKER = [sys.executable, "-m", "eventrelay", "worker", "-c", "1", "--without-gossip"]
 CELERY = [
@@ -102,3 +107,23 @@ def test_a_pool_that_cannot_stop_warmly_is_refused_at_start(pool: str, child_env
     assert result.returncode == 2, output[-3000:]
     assert f"the '{pool}' pool is not supported" in output and "-P prefork" in output
     assert "Traceback" not in output
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_missing_vendor_secret_is_named_at_start_and_holds_only_that_vendor(
+    child_env: Any, logs_dir: Path
+) -> None:
+    worker = start_worker(
+        child_env(INFOBIP_API_KEY=""), logs_dir / "missing-secret.log", 1, name="missingkey"
+    )
+    try:
+        assert "warning: INFOBIP_API_KEY is not set: infobip's deliveries wait" in worker.output()
+        waits = enqueue("infobip", "send_event", jobs.infobip_event())
+        goes = enqueue("vtcdn", "send_event", jobs.vtcdn_update())
+        wait_status(goes.delivery_id, "delivered", timeout=20)
+        time.sleep(1.0)
+        row = delivery(waits.delivery_id)
+        assert str(row.status) == "pending" and "INFOBIP_API_KEY" in (row.reason or "")
+        assert row.attempts - row.window_base_attempts == 0  # waiting spends nothing
+    finally:
+        worker.stop()

@@ -88,10 +88,10 @@ class VendorSettings(BaseSettings):
             if not isinstance(rule, annotated_types.BaseMetadata):
                 continue
             low_gt, low_ge = getattr(rule, "gt", None), getattr(rule, "ge", None)
-            if (low_gt is not None and not value > low_gt) or (
-                low_ge is not None and not value >= low_ge
-            ):
-                raise ValueError("out of bounds")
+            if low_gt is not None and not value > low_gt:
+                raise ValueError(f"must be > {low_gt}")
+            if low_ge is not None and not value >= low_ge:
+                raise ValueError(f"must be >= {low_ge}")
         return value
 
 
