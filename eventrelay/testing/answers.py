@@ -20,7 +20,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import requests
 from requests.adapters import BaseAdapter
@@ -39,11 +39,25 @@ class Answer:
 
     @classmethod
     def of(cls, value: AnswerLike) -> Answer:
-        """An int is that status with a small JSON body (`{}` for 2xx, an error otherwise)."""
+        """An answer from what a script holds: an `Answer`; an HTTP status (with a small JSON
+        body: `{}` for 2xx, an error otherwise); `{"status": 429, "headers": {...}, "json":
+        ...}`; `"timeout"` or `"connection_refused"`; a `requests` exception (class or
+        instance), raised instead of answering."""
         if isinstance(value, Answer):
             return value
+        if isinstance(value, Mapping):
+            return cls(**value)
+        if isinstance(value, str) and value in _NAMED_ERRORS:
+            return cls(error=_NAMED_ERRORS[value])
+        if isinstance(value, requests.RequestException):
+            return cls(error=type(value))
+        if isinstance(value, type) and issubclass(value, requests.RequestException):
+            return cls(error=value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"a scripted answer is an Answer or an HTTP status, got {value!r}")
+            raise TypeError(
+                f"a scripted answer is an Answer, an HTTP status, a dict of Answer's fields, "
+                f"{' or '.join(map(repr, _NAMED_ERRORS))} or a requests exception; got {value!r}"
+            )
         body: Any = {} if 200 <= value < 300 else {"error": f"scripted HTTP {value}"}
         return cls(status=value, json=body)
 
@@ -54,7 +68,15 @@ class Answer:
         return f"{self.status}{extra}"
 
 
-AnswerLike: TypeAlias = "Answer | int"
+_NAMED_ERRORS: dict[str, type[requests.RequestException]] = {
+    "timeout": requests.exceptions.ReadTimeout,
+    "connection_refused": requests.exceptions.ConnectionError,
+}
+
+AnswerLike: TypeAlias = (
+    "Answer | int | str | Mapping[str, Any] | requests.RequestException "
+    "| type[requests.RequestException]"
+)
 # What `drain()` takes per vendor: one answer for every request, a list answered in order
 # (then the vendor's usual success), or a function of the request.
 Script: TypeAlias = "AnswerLike | Sequence[AnswerLike] | Callable[[SentRequest], AnswerLike]"
@@ -179,13 +201,19 @@ class ScriptedTransport(BaseAdapter):
         return None
 
 
+def _is_one_answer(script: Any) -> bool:
+    return isinstance(script, Answer | int | str | Mapping | requests.RequestException) or (
+        isinstance(script, type) and issubclass(script, requests.RequestException)
+    )
+
+
 def _as_function(script: Script) -> Callable[[SentRequest], AnswerLike | None]:
-    if isinstance(script, Answer | int):
-        always: AnswerLike = script
+    if _is_one_answer(script):
+        always = cast("AnswerLike", script)
         return lambda _request: always
     if callable(script):
-        return script
-    queue: Iterator[AnswerLike] = iter(list(script))
+        return cast("Callable[[SentRequest], AnswerLike | None]", script)
+    queue: Iterator[AnswerLike] = iter(list(cast("Sequence[AnswerLike]", script)))
     # The script answered in order; past its end the vendor's usual success (None).
     return lambda _request: next(queue, None)
 

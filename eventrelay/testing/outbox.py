@@ -321,6 +321,7 @@ def _ensure_schema(url: str, made_here: bool) -> None:
     """The schema, once per process and database: the kit's own SQLite file is made from the
     models (70 ms; Alembic's revisions take 3 s, and a unit test holds models = migrations);
     the app's test database is migrated as `eventrelay migrate` would."""
+    __tracebackhide__ = True  # pytest would print `url`, and a URL may carry a password
     key = (os.getpid(), url)
     with _schema_lock:
         if key in _schema_ready:
@@ -332,9 +333,20 @@ def _ensure_schema(url: str, made_here: bool) -> None:
 
             Base.metadata.create_all(get_engine(url))
         else:
+            from sqlalchemy.exc import OperationalError
+
             from eventrelay.worker.ops.migrate import upgrade
 
-            upgrade(url)
+            try:
+                upgrade(url)
+            except OperationalError as exc:
+                # Never the URL itself: it may carry a password.
+                first = (str(exc.orig or exc).strip().splitlines() or [""])[0]
+                raise RuntimeError(
+                    f"eventrelay_outbox: the database {DATABASE_ENV} names cannot be reached "
+                    f"({first}); point it at your test database, or unset it to use a SQLite "
+                    "file of the kit's own"
+                ) from None
         _schema_ready.add(key)
 
 

@@ -12,10 +12,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from eventrelay import InvalidJob, enqueue, enqueue_many
 from eventrelay.testing import Answer, connection_refused, rate_limited, timeout
 from tests.integration import jobs
+from tests.support import free_port
+
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(autouse=True)
@@ -277,3 +281,45 @@ def test_drain_puts_the_worker_session_and_environment_back(eventrelay_outbox: A
     eventrelay_outbox.drain()
     assert dict(http_session().adapters) == adapters
     assert "INFOBIP_API_KEY" not in os.environ and "INFOBIP_RATE_LIMIT" not in os.environ
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["timeout", requests.exceptions.ReadTimeout, requests.exceptions.ReadTimeout("slow")],
+)
+def test_drain_takes_a_timeout_by_name_or_as_a_requests_exception(
+    eventrelay_outbox: Any, answer: Any
+) -> None:
+    enqueue("infobip", "send_event", jobs.infobip_event())
+
+    report = eventrelay_outbox.drain({"infobip": [answer, {"status": 201, "json": {}}]})
+
+    assert [a.error_class for a in report[0].attempt_history] == ["ReadTimeout", None]
+
+
+def test_drain_asks_a_function_for_each_answer(eventrelay_outbox: Any) -> None:
+    enqueue("vtcdn", "send_event", confirmation("o-1", "a@example.com"))
+    enqueue("vtcdn", "send_event", confirmation("o-2", "b@example.com"))
+
+    def vtcdn(request: Any) -> Any:
+        return 400 if request.json["user"]["email"] == "b@example.com" else None  # None: usual
+
+    report = eventrelay_outbox.drain({"vtcdn": vtcdn})
+
+    assert [j.status for j in report] == ["delivered", "dead"]
+
+
+def test_an_unreachable_app_database_is_named_without_its_url(
+    pytester: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"postgresql+psycopg://app:s3cret@127.0.0.1:{free_port()}/shop_test"
+    monkeypatch.setenv("EVENTRELAY_DATABASE_URL", url)
+    pytester.makepyfile(test_app="def test_x(eventrelay_outbox):\n    pass\n")
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*eventrelay_outbox: the database EVENTRELAY_DATABASE_URL names cannot be reached*"]
+    )
+    assert "s3cret" not in result.stdout.str()
