@@ -87,7 +87,5 @@ def test_a_worker_whose_clock_is_behind_still_claims_due_work(
     other = enqueue("vtcdn", "send_event", jobs.vtcdn_update(email="other@x.io"))
     monkeypatch.setattr(state, "utcnow", lambda: utcnow() - timedelta(seconds=behind_seconds))
     with get_engine().begin() as conn:
-        assert [c.id for c in claim(conn, "vtcdn", [named.delivery_id], 10)] == [
-            named.delivery_id
-        ]
+        assert [c.id for c in claim(conn, "vtcdn", [named.delivery_id], 10)] == [named.delivery_id]
         assert [c.id for c in claim(conn, "vtcdn", [], 10, top_up=5)] == [other.delivery_id]

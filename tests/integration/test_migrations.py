@@ -170,9 +170,7 @@ def test_the_partitioning_migration_converts_a_populated_database_and_back(
     upgrade(empty_database)
     engine = create_engine(empty_database)
     with engine.connect() as conn:
-        rows = {
-            r.id: r for r in conn.execute(select(DELIVERIES.c.id, DELIVERIES.c.archived_at))
-        }
+        rows = {r.id: r for r in conn.execute(select(DELIVERIES.c.id, DELIVERIES.c.archived_at))}
         attempts = conn.execute(
             select(ATTEMPTS.c.delivery_id, ATTEMPTS.c.archived_at, ATTEMPTS.c.number)
         ).all()

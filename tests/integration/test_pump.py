@@ -314,3 +314,10 @@ def test_an_answer_the_database_refuses_fails_alone_and_its_batch_is_recorded_on
         assert "\x00" not in row.reason
     assert [a.outcome for a in attempts(nul.id)] == [AttemptOutcome.DEAD]
     assert attempts(surrogate.id)[0].response_excerpt is None
+
+
+def test_a_second_drain_does_nothing_more(pump: Pump, caplog: pytest.LogCaptureFixture) -> None:
+    first = pump.drain(1.0)
+    with caplog.at_level("INFO", logger="eventrelay.worker"):
+        assert pump.drain(1.0) is first
+    assert "drained" not in caplog.text

@@ -196,12 +196,15 @@ def test_status_shows_the_retention_and_the_oldest_row_kept(engine: Engine) -> N
     assert info["retention_seconds"] == 60
     assert info["oldest_row_created_at"] is not None
     assert created is not None
-    assert abs(
-        (
-            created.replace(tzinfo=created.tzinfo or LIVE.tzinfo)
-            - _parse(info["oldest_row_created_at"])
-        ).total_seconds()
-    ) < 1
+    assert (
+        abs(
+            (
+                created.replace(tzinfo=created.tzinfo or LIVE.tzinfo)
+                - _parse(info["oldest_row_created_at"])
+            ).total_seconds()
+        )
+        < 1
+    )
     if engine.dialect.name == "postgresql":
         assert info["history_partitions"] >= 1
 

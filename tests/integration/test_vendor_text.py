@@ -21,8 +21,10 @@ POISON_TEXT = "upstream\x00 failed \ud83d"
 
 
 def _storable(text: str | None) -> bool:
-    return text is not None and "\x00" not in text and not any(
-        0xD800 <= ord(ch) <= 0xDFFF for ch in text
+    return (
+        text is not None
+        and "\x00" not in text
+        and not any(0xD800 <= ord(ch) <= 0xDFFF for ch in text)
     )
 
 

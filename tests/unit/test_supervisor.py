@@ -55,3 +55,20 @@ def test_a_role_that_keeps_failing_ends_the_process(monkeypatch: pytest.MonkeyPa
     sup.join(5)
     stopped.set()
     assert exits == ["pump dispatch failed more than 3 times in 60 s"]
+
+
+def test_a_send_thread_that_is_gone_is_replaced() -> None:
+    pool = SendPool(4, "test-send")
+    done = threading.Event()
+    pool.submit(done.set)
+    assert done.wait(2) and pool.threads == 1
+    gone = threading.Thread(target=lambda: None)
+    gone.start()
+    gone.join()
+    pool._threads.append(gone)  # as if a send thread had died
+    assert pool.replace_dead() == 1
+    assert pool.threads == 2
+    again = threading.Event()
+    pool.submit(again.set)
+    assert again.wait(2)
+    pool.shutdown()

@@ -67,6 +67,7 @@ class Pump:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._stopped = threading.Event()
+        self._drained: Drained | None = None
         self.ledger = Ledger()
         self.pool = SendPool(settings.max_in_flight, "eventrelay-send")
         self.recorder = Recorder(self.ledger, self._stopped, self._recorded)
@@ -87,6 +88,8 @@ class Pump:
 
     def drain(self, timeout: float = DRAIN_SECONDS) -> Drained:
         """Stop claiming, let what is in flight finish and be recorded (SIGTERM)."""
+        if self._drained is not None:  # a second shutdown signal: already done
+            return self._drained
         deadline = time.monotonic() + timeout
         self.dispatcher.stop_claiming()
         held = len(self.ledger)
@@ -95,9 +98,9 @@ class Pump:
         self._stopped.set()
         self.supervisor.join(max(0.0, deadline - time.monotonic()) + 1.0)
         self.pool.shutdown()
-        result = Drained(drained=max(0, held - left), left=left)
-        log.info("pump: drained %d, left %d to the lease", result.drained, result.left)
-        return result
+        self._drained = Drained(drained=max(0, held - left), left=left)
+        log.info("pump: drained %d, left %d to the lease", held - left, left)
+        return self._drained
 
     def held(self) -> list[Key]:
         """(id, attempt) of every row this process holds the lease of."""
