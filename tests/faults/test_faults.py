@@ -524,7 +524,8 @@ def test_a_poison_answer_under_load_fails_alone(cluster: Cluster, mock: Any) -> 
     cluster.worker("b")
     cluster.scheduler()
     load = [j for j in mixed_jobs(max(400, STORM_JOBS // 4), "poison") if j["vendor"] != "botsi"]
-    receipts = cluster.produce(load)
+    half = len(load) // 2
+    receipts = cluster.produce(load[:half])
     wait_for(lambda: delivered_count(cluster) >= 50, 60, what="the load to be under way")
     # vtcdn's error shape; json.loads turns the escapes into a NUL and a lone surrogate.
     mock.set_faults(
@@ -532,6 +533,7 @@ def test_a_poison_answer_under_load_fails_alone(cluster: Cluster, mock: Any) -> 
         fail_next=[400, 503],
         error_body='{"errors": [{"message": "Invalid\\u0000 user", "description": "cut \\ud83d"}]}',
     )
+    receipts += cluster.produce(load[half:])  # the poison comes amid these answers
     cluster.wait_until_settled(SETTLE_SECONDS)
     timeouts = read_timeouts(cluster)
     unreadable = int(

@@ -24,6 +24,7 @@ import logging
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -136,6 +137,8 @@ class Dispatcher:
         return []
 
     def stop_claiming(self) -> None:
+        """Claim nothing more; returns once a claim under way (if any) has handed its rows on,
+        so that whoever waits for the held rows next sees all of them."""
         with self.cond:
             self.claiming = False
             self.cond.notify_all()
@@ -357,38 +360,42 @@ class Dispatcher:
     # ---- sending --------------------------------------------------------------------------
 
     def _start(self, send: Send) -> None:
+        """Hand `send` to the send pool; from here on `_ended` ends its rows, whatever happens."""
         with self.cond:
             st = self.state(send.vendor)
             st.inflight += 1
             self._total += 1
         try:
             self._pool.submit(self._send, send)
-        except BaseException:
-            self._ended(send, None)
-            raise
+        except Exception:  # the pool is shut down (a drain): the request ends unsent
+            log.warning(
+                "%s: %d row(s) given back unsent: the pump is stopping", send.vendor, len(send.rows)
+            )
+            self._ended(send, None, set())
 
     def _send(self, send: Send) -> None:
         sent: SentGroup | None = None
+        handed: set[uuid.UUID] = set()  # rows with an outcome, or in a request of their own
         try:
             vendor = get_vendor(send.vendor)
             with self.cond:
                 dirty = self.state(send.vendor).dirty
             sent = send_group(vendor, send.rows, self.settings, self.redis_url, health_dirty=dirty)
+            self._give(sent.outcomes)
+            handed.update(o.claimed.id for o in sent.outcomes)
             for part in sent.resend:
                 self._start(Send(send.vendor, part, probe=False))
-            self._give(sent.outcomes)
+                handed.update(c.id for c in part)
         except Exception:  # never lose a claimed delivery: it is given back, unspent
             log.exception("%s: sending failed unexpectedly; giving its rows back", send.vendor)
         finally:
-            self._ended(send, sent)
+            self._ended(send, sent, handed)
 
-    def _ended(self, send: Send, sent: SentGroup | None) -> None:
-        """A request is over, whichever way: its rows without an outcome are given back and
-        its vendor's slot (and probe) is freed. The only place a slot is freed."""
+    def _ended(self, send: Send, sent: SentGroup | None, handed: set[uuid.UUID]) -> None:
+        """A request is over, whichever way: its rows not handed on are given back and its
+        vendor's slot (and probe) is freed. The only place a slot is freed."""
         try:
-            answered = {o.claimed.id for o in sent.outcomes} if sent else set()
-            answered.update(c.id for part in (sent.resend if sent else []) for c in part)
-            self._give(release([c for c in send.rows if c.id not in answered], 1.0, None))
+            self._give(release([c for c in send.rows if c.id not in handed], 1.0, None))
         finally:
             with self.cond:
                 st = self.state(send.vendor)
