@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ from sqlalchemy import func, select
 
 from eventrelay.models.delivery import Attempt, Delivery
 from eventrelay.models.session import get_engine
-from eventrelay.worker.producer import enqueue
+from eventrelay.worker.producer import enqueue, enqueue_many
 from tests.integration import jobs
 from tests.support import Proc, start_scheduler, start_worker, wait_for
 
@@ -214,3 +215,48 @@ def _gone(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # exited, not yet reaped
     except OSError:
         return True
+
+
+@pytest.mark.usefixtures("clean")
+def test_autoscale_shrinking_the_pool_drains_the_child_it_stops(
+    mock_vendors: Any, logs_dir: Path, child_env: Any
+) -> None:
+    # Few slots per process, so the backlog outlasts the autoscaler's idle wait and the child
+    # it stops still has requests in flight.
+    mock_vendors.set_faults("vtcdn", latency_ms=LATENCY_MS)
+    env = child_env(AUTOSCALE_KEEPALIVE="1", EVENTRELAY_MAX_IN_FLIGHT="8")
+    args = [
+        sys.executable, "-m", "celery", "-A", "eventrelay.worker", "worker", "--autoscale=2,1",
+        "-l", "INFO", "-n", "autoscale@%h", "--without-gossip", "--without-mingle", "-Q", QUEUES,
+    ]  # fmt: skip
+    worker = Proc(args, env, logs_dir / "autoscale.log")
+    scheduler = start_scheduler(env, logs_dir / "autoscale-scheduler.log")
+    try:
+        wait_for(lambda: "ready." in worker.output(), 60, what="the worker to start")
+        receipts = enqueue_many(
+            {
+                "vendor": "vtcdn",
+                "operation": "send_event",
+                "payload": jobs.vtcdn_update(f"as{n}@example.com"),
+            }
+            for n in range(300)
+        )
+        wait_for(lambda: "Scaling up" in worker.output(), 20, what="the pool to grow")
+        wait_for(lambda: "Scaling down" in worker.output(), 30, what="the pool to shrink")
+        drained = wait_for(lambda: DRAIN_LINE.findall(_after_shrink(worker)), 45, 0.2, "drain")
+        assert int(drained[0][0]) > 0 and int(drained[0][1]) == 0, drained
+        emails = [f"as{n}@example.com" for n in range(300)]
+        wait_for(
+            lambda: _count(Delivery.status == "delivered") == len(receipts), 60, what="delivery"
+        )
+        sent = Counter(r["body"]["user"]["email"] for r in mock_vendors.received("vtcdn"))
+        assert sorted(sent) == sorted(emails) and set(sent.values()) == {1}
+        assert _count(Attempt.outcome == "lost", table=Attempt) == 0
+        assert "WorkerLostError" not in worker.output() and worker.popen.poll() is None
+    finally:
+        scheduler.stop()
+        worker.stop()
+
+
+def _after_shrink(worker: Proc) -> str:
+    return worker.output().split("Scaling down", 1)[1]
