@@ -48,3 +48,13 @@ def cooldown(vendor: str) -> str:
 # Written once into an empty broker: its absence means Redis lost its queues (restart,
 # FLUSHALL) and the scheduler republishes everything pending.
 BROKER_EPOCH = f"{PREFIX}:broker-epoch"
+
+
+def worker_heartbeat(hostname: str) -> str:
+    """Unix time of the worker's last Celery heartbeat (fleet/liveness.py); expires when it
+    stops beating."""
+    return f"{PREFIX}:liveness:worker:{hostname}"
+
+
+# Unix time of the last scheduler tick that completed (fleet/liveness.py).
+SCHEDULER_HEARTBEAT = f"{PREFIX}:liveness:scheduler"

@@ -19,7 +19,7 @@ import logging
 import time
 from typing import Any
 
-from eventrelay.worker.fleet.keys import PREFIX
+from eventrelay.worker.fleet import keys
 from eventrelay.worker.fleet.redis_client import get_redis
 
 log = logging.getLogger("eventrelay.liveness")
@@ -31,11 +31,8 @@ WORKER_TTL_SECONDS = 30
 SCHEDULER_TTL_SECONDS = 86_400
 
 
-def worker_key(hostname: str) -> str:
-    return f"{PREFIX}:liveness:worker:{hostname}"
-
-
-SCHEDULER_KEY = f"{PREFIX}:liveness:scheduler"
+worker_key = keys.worker_heartbeat
+SCHEDULER_KEY = keys.SCHEDULER_HEARTBEAT
 
 
 def _redis_url() -> str | None:
