@@ -70,6 +70,9 @@ class Delivery(Base):
     # Must wait until this delivery is delivered (Botsi: an event waits for its profile).
     # (A missing one, removed by retention or `dlq purge`, is waited for no longer.)
     depends_on: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # The W3C trace context of the span that enqueued the job ({"traceparent", "tracestate"}),
+    # NULL when none was active: each attempt's span joins that trace (worker/tracing.py).
+    trace_context: Mapped[dict[str, str] | None] = mapped_column(JSON(none_as_null=True))
 
     status: Mapped[DeliveryStatus] = mapped_column(
         _enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.PENDING

@@ -67,6 +67,8 @@ class Claimed:
     window_base_attempts: int
     depends_on: uuid.UUID | None
     lane: Lane
+    # The W3C trace context stored with the job (worker/tracing.py), None without one.
+    trace_context: dict[str, str] | None = None
 
     @property
     def attempt_in_window(self) -> int:
@@ -205,6 +207,7 @@ def _take(conn: Connection, wanted: ColumnElement[bool], lease_seconds: float) -
             DELIVERIES.c.window_base_attempts,
             DELIVERIES.c.depends_on,
             DELIVERIES.c.lane,
+            DELIVERIES.c.trace_context,
         )
     )
 
@@ -220,6 +223,7 @@ def _claimed(r: Any) -> Claimed:
         window_base_attempts=r.window_base_attempts,
         depends_on=r.depends_on,
         lane=Lane(r.lane),
+        trace_context=r.trace_context,
     )
 
 

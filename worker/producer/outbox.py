@@ -23,6 +23,7 @@ from eventrelay.worker.config import Settings, get_settings
 from eventrelay.worker.errors import FieldError, InvalidJob
 from eventrelay.worker.producer.broker import pause
 from eventrelay.worker.producer.validate import THROTTLE_PREFIX
+from eventrelay.worker.tracing import current_context
 from eventrelay.worker.vendors import get_vendor
 from eventrelay.worker.vendors.base import PreparedJob
 
@@ -129,6 +130,7 @@ def record_jobs(
     rows = []
     to_publish = []
     publishing = not pause.paused()
+    trace_context = current_context()  # the caller's span, if it traces
     for i in fresh:
         job = jobs[i]
         status = DeliveryStatus.SUPPRESSED if i in suppressed else DeliveryStatus.PENDING
@@ -142,6 +144,7 @@ def record_jobs(
                 "idempotency_key": job.idempotency_key,
                 "user_ref": job.user_ref,
                 "depends_on": depends.get(i),
+                "trace_context": trace_context,
                 "status": status,
                 "lane": Lane.FRESH,
                 "attempts": 0,

@@ -21,6 +21,7 @@ from eventrelay.worker.engine.state import Claimed, Outcome
 from eventrelay.worker.errors import ConfigurationError, Unsendable
 from eventrelay.worker.fleet import breaker, ratelimit
 from eventrelay.worker.redact import redact
+from eventrelay.worker.tracing import start_attempt
 from eventrelay.worker.vendors.base import OutboundRequest, SendResult, Vendor, Verdict, send
 
 log = logging.getLogger("eventrelay.worker")
@@ -134,9 +135,12 @@ def send_group(
         out.pause_seconds = 0.5
         return out
     started = utcnow()
-    result = _call(vendor, request, settings)
+    # The attempt's spans, and their traceparent on the request (a no-op when not tracing).
+    request, traced = start_attempt(vendor, group, request)
+    result = traced.answered(_call(vendor, request, settings))
     if len(group) > 1 and result.verdict is Verdict.DEAD:
         out.resend = [[c] for c in group]
+        traced.end(out)
         return out
     # The vendor has answered: the outcome is decided before any bookkeeping can fail, or a
     # sent job would be released and sent again.
@@ -144,6 +148,7 @@ def send_group(
         _refused_key(vendor, group, result, started, policy, redis_url, out)
     else:
         _answered(vendor, group, result, started, policy, redis_url, out)
+    traced.end(out)
     return out
 
 

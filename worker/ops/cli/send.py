@@ -41,11 +41,15 @@ def send(
     """Enqueue jobs; prints one JSON receipt per job.
 
     All jobs are validated first: if any is invalid, nothing is stored and the exit code is 2.
+    With OpenTelemetry installed, the trace in TRACEPARENT (and TRACESTATE) is the jobs' trace.
     """
     from eventrelay.worker.producer import enqueue_many
+    from eventrelay.worker.tracing import environment_context
 
     try:
-        receipts = enqueue_many(_jobs(vendor, operation, payload, idempotency_key, job_json, file_))
+        jobs = _jobs(vendor, operation, payload, idempotency_key, job_json, file_)
+        with environment_context():  # TRACEPARENT: the trace that started this command
+            receipts = enqueue_many(jobs)
     except _LineError as exc:
         fail(f"invalid input: {exc}; nothing was stored", EXIT_INVALID)
     except InvalidJob as exc:
