@@ -11,6 +11,9 @@ exporter turns them into `eventrelay_workers_alive` and
 * The scheduler beats at the end of every tick that completed.
 
 A failed write is logged at debug and ignored: liveness must never stop the work it reports.
+The worker's beat runs in its main process's event loop (Celery's timer), so it writes with a
+client of its own with short timeouts and, after a failure, skips beats for a while: a slow or
+unreachable Redis holds the consumer at most WRITE_TIMEOUT_SECONDS per BACKOFF_SECONDS.
 """
 
 from __future__ import annotations
@@ -35,6 +38,36 @@ worker_key = keys.worker_heartbeat
 SCHEDULER_KEY = keys.SCHEDULER_HEARTBEAT
 
 
+WRITE_TIMEOUT_SECONDS = 0.5
+BACKOFF_SECONDS = 10.0
+
+_clients: dict[str, Any] = {}
+_quiet_until = 0.0
+
+
+def _writer(url: str) -> Any:
+    client = _clients.get(url)
+    if client is None:
+        import redis
+
+        client = redis.Redis.from_url(
+            url, socket_timeout=WRITE_TIMEOUT_SECONDS, socket_connect_timeout=WRITE_TIMEOUT_SECONDS
+        )
+        _clients[url] = client
+    return client
+
+
+def _write(url: str | None, what: str, *command: Any) -> None:
+    global _quiet_until
+    if not url or time.monotonic() < _quiet_until:
+        return
+    try:
+        _writer(url).execute_command(*command)
+    except Exception as exc:
+        _quiet_until = time.monotonic() + BACKOFF_SECONDS
+        log.debug("%s not written (%s)", what, type(exc).__name__)
+
+
 def _redis_url() -> str | None:
     from eventrelay.worker.config import get_settings
 
@@ -42,33 +75,31 @@ def _redis_url() -> str | None:
 
 
 def worker_beat(hostname: str, redis_url: str | None = None) -> None:
-    url = redis_url or _redis_url()
-    if not url:
-        return
-    try:
-        get_redis(url).set(worker_key(hostname), repr(time.time()), ex=WORKER_TTL_SECONDS)
-    except Exception as exc:
-        log.debug("worker heartbeat not written (%s)", type(exc).__name__)
+    _write(
+        redis_url or _redis_url(),
+        "worker heartbeat",
+        "SET",
+        worker_key(hostname),
+        repr(time.time()),
+        "EX",
+        WORKER_TTL_SECONDS,
+    )
 
 
 def worker_gone(hostname: str, redis_url: str | None = None) -> None:
-    url = redis_url or _redis_url()
-    if not url:
-        return
-    try:
-        get_redis(url).delete(worker_key(hostname))
-    except Exception as exc:
-        log.debug("worker heartbeat not removed (%s)", type(exc).__name__)
+    _write(redis_url or _redis_url(), "worker removal", "DEL", worker_key(hostname))
 
 
 def scheduler_beat(redis_url: str | None = None) -> None:
-    url = redis_url or _redis_url()
-    if not url:
-        return
-    try:
-        get_redis(url).set(SCHEDULER_KEY, repr(time.time()), ex=SCHEDULER_TTL_SECONDS)
-    except Exception as exc:
-        log.debug("scheduler heartbeat not written (%s)", type(exc).__name__)
+    _write(
+        redis_url or _redis_url(),
+        "scheduler heartbeat",
+        "SET",
+        SCHEDULER_KEY,
+        repr(time.time()),
+        "EX",
+        SCHEDULER_TTL_SECONDS,
+    )
 
 
 def worker_beats(redis_url: str) -> dict[str, float]:
