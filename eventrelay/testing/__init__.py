@@ -50,6 +50,19 @@ def eventrelay_outbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outb
         yield outbox
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test using `pytester` (an app testing its own pytest plugins) gets eventrelay's
+    modules imported before it runs. pytester's in-process runs (`runpytest`, `inline_run`)
+    drop the modules first imported inside them, so a second run imports them again, and
+    SQLAlchemy's compiled extensions cannot be imported twice (TypeError: 'InternalTraversal'
+    object is not callable). Tests without pytester import nothing here."""
+    if "pytester" in getattr(item, "fixturenames", ()):
+        from eventrelay.testing.outbox import load_everything
+
+        load_everything()
+
+
 def _kit_folder(factory: pytest.TempPathFactory) -> Any:
     folder = factory.getbasetemp() / "eventrelay"
     folder.mkdir(exist_ok=True)

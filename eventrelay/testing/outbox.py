@@ -294,6 +294,20 @@ def open_outbox(kit_folder: Path) -> Iterator[Outbox]:
         reset_engine()
 
 
+def load_everything() -> None:
+    """Every module the fixture and drain() may import, on either database."""
+    import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
+    import sqlalchemy.dialects.sqlite.pysqlite  # noqa: F401
+
+    import eventrelay.models  # noqa: F401
+    import eventrelay.models.session  # noqa: F401
+    import eventrelay.testing.answers  # noqa: F401
+    import eventrelay.testing.delivering  # noqa: F401
+    import eventrelay.worker.ops.migrate  # noqa: F401
+
+    _load_worker()
+
+
 def _load_worker() -> None:
     """Import what producers and drain() use, and read the vendors' entry points, in the
     fixture's setup: once per process, ~0.3 s that would otherwise land in the first test."""
@@ -318,35 +332,37 @@ def _throwaway(engine: Any) -> None:
 
 
 def _ensure_schema(url: str, made_here: bool) -> None:
-    """The schema, once per process and database: the kit's own SQLite file is made from the
-    models (70 ms; Alembic's revisions take 3 s, and a unit test holds models = migrations);
-    the app's test database is migrated as `eventrelay migrate` would."""
+    """The schema: the kit's own SQLite file is made from the models (70 ms; Alembic's
+    revisions take 3 s, and a unit test holds models = migrations); the app's test database is
+    migrated as `eventrelay migrate` would, once per process."""
     __tracebackhide__ = True  # pytest would print `url`, and a URL may carry a password
     key = (os.getpid(), url)
     with _schema_lock:
-        if key in _schema_ready:
-            return
         if made_here:
+            # Every time (a few ms when the tables are there): pytest may have emptied its
+            # temporary folder since, as each in-process pytester run does.
             import eventrelay.models  # noqa: F401 (every table registers with the metadata)
             from eventrelay.models.base import Base
             from eventrelay.models.session import get_engine
 
             Base.metadata.create_all(get_engine(url))
-        else:
-            from sqlalchemy.exc import OperationalError
+            return
+        if key in _schema_ready:
+            return
+        from sqlalchemy.exc import OperationalError
 
-            from eventrelay.worker.ops.migrate import upgrade
+        from eventrelay.worker.ops.migrate import upgrade
 
-            try:
-                upgrade(url)
-            except OperationalError as exc:
-                # Never the URL itself: it may carry a password.
-                first = (str(exc.orig or exc).strip().splitlines() or [""])[0]
-                raise RuntimeError(
-                    f"eventrelay_outbox: the database {DATABASE_ENV} names cannot be reached "
-                    f"({first}); point it at your test database, or unset it to use a SQLite "
-                    "file of the kit's own"
-                ) from None
+        try:
+            upgrade(url)
+        except OperationalError as exc:
+            # Never the URL itself: it may carry a password.
+            first = (str(exc.orig or exc).strip().splitlines() or [""])[0]
+            raise RuntimeError(
+                f"eventrelay_outbox: the database {DATABASE_ENV} names cannot be reached "
+                f"({first}); point it at your test database, or unset it to use a SQLite "
+                "file of the kit's own"
+            ) from None
         _schema_ready.add(key)
 
 

@@ -101,3 +101,27 @@ def test_readme_testing_example_runs_as_written(pytester: Any, app_env: None) ->
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
 
     result.assert_outcomes(passed=1)
+
+
+def test_in_process_pytester_runs_can_follow_one_another(pytester: Any, app_env: None) -> None:
+    # An app testing its own plugins runs pytest in-process, again and again, in a process
+    # that has not imported SQLAlchemy yet: the outer run here is a fresh process.
+    inner = (
+        "from eventrelay import enqueue\n"
+        "def test_inner(eventrelay_outbox):\n"
+        "    enqueue('vtcdn', 'send_event', {'user': {'_id': 'u'}, 'event': {'update': {}}})\n"
+        "    assert eventrelay_outbox.drain({'vtcdn': [500, 200]})[0].attempts == 2\n"
+    )
+    pytester.makepyfile(
+        test_outer=(
+            "pytest_plugins = ['pytester']\n"
+            "def test_twice(pytester):\n"
+            f"    pytester.makepyfile(test_inner={inner!r})\n"
+            "    for _ in range(2):\n"
+            "        pytester.runpytest('-p', 'no:cacheprovider').assert_outcomes(passed=1)\n"
+        )
+    )
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+
+    result.assert_outcomes(passed=1)
