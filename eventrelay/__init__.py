@@ -12,7 +12,13 @@ settings are read by the first `enqueue`. The worker side lives in `eventrelay.w
 
 from __future__ import annotations
 
+from pkgutil import extend_path
 from typing import TYPE_CHECKING, Any
+
+# From the repository's root, this folder (which holds only this module) comes first on
+# sys.path and would hide the rest of the package, which the strict editable install links in
+# build/: every `eventrelay` folder on sys.path is part of this package.
+__path__ = extend_path(__path__, __name__)
 
 __version__ = "0.2.0"
 

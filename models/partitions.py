@@ -32,6 +32,14 @@ from eventrelay.models.delivery import PARTITIONED_TABLES, live_partition_ddl
 ADVISORY_LOCK_KEY = 0x65766E74  # "evnt"
 LOCK_TIMEOUT = "2s"
 _BOUNDS = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
+# Partitions exist this far ahead, so a worker rarely has to create one (at least 20 s, for
+# intervals of seconds in tests; two intervals otherwise).
+MIN_AHEAD_SECONDS = 20.0
+
+
+def ahead(partition_seconds: float) -> timedelta:
+    """How far ahead of now history partitions are kept ready."""
+    return timedelta(seconds=max(2 * partition_seconds, MIN_AHEAD_SECONDS))
 
 
 @dataclass(frozen=True)

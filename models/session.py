@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -29,10 +30,24 @@ def set_pre_ping(enabled: bool) -> None:
 SQLITE_BUSY_TIMEOUT_MAX_SECONDS = 30.0
 
 
-def _database_url() -> str:
-    from eventrelay.worker.config import get_settings
+# Where `get_engine()` without a URL finds one; the settings (worker/config.py) give it, so the
+# models read no setting of their own.
+_default_url: Callable[[], str] | None = None
 
-    return get_settings().database_url
+
+def use_default_url(source: Callable[[], str]) -> None:
+    """Give `get_engine()` its default URL (called with no argument, when first needed)."""
+    global _default_url
+    _default_url = source
+
+
+def _database_url() -> str:
+    if _default_url is None:
+        raise RuntimeError(
+            "no database URL: pass one to get_engine(), or import eventrelay.worker.config "
+            "(EVENTRELAY_DATABASE_URL) first"
+        )
+    return _default_url()
 
 
 def sqlite_busy_timeout_seconds(lease_seconds: float | None = None) -> float:
@@ -98,7 +113,7 @@ def make_engine(url: str) -> Engine:
 
 
 def get_engine(url: str | None = None) -> Engine:
-    """The engine for `url` (default: EVENTRELAY_DATABASE_URL) in this process."""
+    """The engine for `url` (default: the one given by `use_default_url`) in this process."""
     url = url or _database_url()
     pid = os.getpid()
     with _lock:

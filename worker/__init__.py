@@ -20,7 +20,7 @@ def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):
         import sys
 
-        from eventrelay.worker.engine.celery_app import get_app
+        from eventrelay.worker.fleet.celery_app import get_app
         from eventrelay.worker.errors import ConfigurationError
 
         try:

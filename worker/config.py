@@ -14,6 +14,7 @@ import annotated_types
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventrelay.models import session
 from eventrelay.worker.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "sqlite:///eventrelay.db"
@@ -199,3 +200,11 @@ def _kind_of(annotation: Any) -> tuple[str, bool]:
 
 def _number(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _database_url() -> str:
+    return get_settings().database_url
+
+
+# models/session reads no setting: its engines' default URL is given from here.
+session.use_default_url(_database_url)

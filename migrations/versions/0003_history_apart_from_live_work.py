@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -172,7 +173,7 @@ def upgrade() -> None:
     now = utcnow()
     bind = op.get_bind()
     _move_aside(INDEXES_0002, "0002")
-    partitioned = {"postgresql_partition_by": "RANGE (archived_at)"}
+    partitioned: dict[str, Any] = {"postgresql_partition_by": "RANGE (archived_at)"}
     op.create_table(
         "deliveries",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -223,7 +224,6 @@ def upgrade() -> None:
 def _partition_for_old_rows(bind: sa.Connection, now: datetime, archived_at: str) -> None:
     from eventrelay.models import partitions
     from eventrelay.worker.config import get_settings
-    from eventrelay.worker.engine.retention import ahead
 
     settings = get_settings()
     interval = timedelta(seconds=settings.partition_seconds)
@@ -250,8 +250,9 @@ def _partition_for_old_rows(bind: sa.Connection, now: datetime, archived_at: str
             start = regular
         else:
             start = min(start, first)
+    until = now + partitions.ahead(settings.partition_seconds)
     for lo, hi in partitions.missing_ranges(
-        [p for p in made if p.table == "deliveries"], start, now + ahead(settings), interval
+        [p for p in made if p.table == "deliveries"], start, until, interval
     ):
         for table in ("deliveries", "delivery_attempts"):
             partitions.create_history_partition(bind, table, lo, hi)

@@ -365,7 +365,7 @@ def _produce_overlapping(env: dict[str, str], worker_no: int, barrier: Any, out:
     from eventrelay.worker.config import get_settings
 
     get_settings.cache_clear()
-    from eventrelay.worker.engine.celery_app import reset_app
+    from eventrelay.worker.fleet.celery_app import reset_app
 
     reset_app()
     from eventrelay.worker.producer import enqueue_many

@@ -123,7 +123,7 @@ def test_an_infobip_dot_segment_is_refused_by_send_and_nothing_is_stored(
 def test_poison_messages_are_dropped_and_the_worker_keeps_delivering(
     pipeline: dict[str, Any], mock_vendors: Any, redis_client: Any
 ) -> None:
-    from eventrelay.worker.engine.celery_app import get_app
+    from eventrelay.worker.fleet.celery_app import get_app
 
     app = get_app()
 

@@ -113,7 +113,7 @@ def test_an_ingest_message_delivered_twice_records_its_jobs_once(
 def test_task_events_and_flower_show_how_many_jobs_an_ingest_message_carries_not_their_payloads(
     ingest_worker: Proc, producer: Any
 ) -> None:
-    from eventrelay.worker.engine.celery_app import get_app
+    from eventrelay.worker.fleet.celery_app import get_app
 
     app = get_app()
     events: list[dict[str, Any]] = []

@@ -8,7 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,6 +117,141 @@ def test_the_circle_check_sees_a_circle() -> None:
     assert "eventrelay.worker.producer.publish" in api
 
 
+# Which folder may import which (besides itself): the README's table. `worker/*.py` are the
+# modules directly in worker/ (config, errors, redact, logs).
+BELOW_OPS = {"producer", "fleet", "vendors", "worker/*.py", "models"}
+MAY_IMPORT: dict[str, set[str]] = {
+    # The doors: `import eventrelay` / `python -m eventrelay`, and `celery -A eventrelay.worker`.
+    "eventrelay": {"ops", "producer", "worker/*.py"},
+    "worker/__init__.py": {"engine"},
+    "dev": {"ops", "engine", "integrations", *BELOW_OPS},
+    "ops": {"engine", "migrations", *BELOW_OPS},
+    "engine": BELOW_OPS,
+    "integrations": BELOW_OPS,
+    "producer": {"fleet", "vendors", "worker/*.py", "models"},
+    "fleet": {"vendors", "worker/*.py", "models"},
+    "vendors": {"worker/*.py", "models"},
+    "migrations": {"worker/*.py", "models"},
+    "worker/*.py": {"models"},
+    "models": set(),
+}
+
+
+def _folder(module: str) -> str:
+    parts = module.split(".")
+    if parts[:2] == ["eventrelay", "models"]:
+        return "models"
+    if parts[:2] == ["eventrelay", "migrations"]:
+        return "migrations"
+    if parts[:2] != ["eventrelay", "worker"]:
+        return "eventrelay"
+    if len(parts) == 2:
+        return "worker/__init__.py"
+    return parts[2] if parts[2] in MAY_IMPORT else "worker/*.py"
+
+
+def _revisions() -> dict[str, Path]:
+    return {
+        f"eventrelay.migrations.versions.{path.stem}": path
+        for path in (ROOT / "migrations" / "versions").glob("*.py")
+    }
+
+
+def _edges_outside_the_table(modules: dict[str, Path]) -> list[str]:
+    known = {**modules, **_revisions()}
+    wrong = []
+    for module, path in sorted(known.items()):
+        here = _folder(module)
+        for imported in sorted(_imports(path, known, module)):
+            # A package's own __init__ runs whatever is imported from it and imports nothing
+            # at import time (test_importing_the_producer_api_... holds that).
+            if imported in ("eventrelay", "eventrelay.worker") or imported.startswith(module + "."):
+                continue
+            there = _folder(imported)
+            if there != here and there not in MAY_IMPORT[here]:
+                wrong.append(f"{module} ({here}) imports {imported} ({there})")
+    return wrong
+
+
+def test_every_import_between_folders_is_in_the_layering_table() -> None:
+    wrong = _edges_outside_the_table(_modules())
+    assert not wrong, "imports outside the README's layering table:\n" + "\n".join(wrong)
+
+
+def test_the_layering_check_sees_an_upward_import(tmp_path: Path) -> None:
+    modules = _modules()
+    upward = tmp_path / "session.py"
+    upward.write_text(
+        (ROOT / "models" / "session.py").read_text()
+        + "\n\ndef _later() -> None:\n    from eventrelay.worker.engine import pump  # noqa\n"
+    )
+    wrong = _edges_outside_the_table({**modules, "eventrelay.models.session": upward})
+    assert any(
+        "eventrelay.models.session (models) imports eventrelay.worker.engine.pump" in w
+        for w in wrong
+    ), wrong
+
+
+def _setuptools_table(root: Path) -> dict[str, Any]:
+    table: dict[str, Any] = tomllib.loads((root / "pyproject.toml").read_text())["tool"][
+        "setuptools"
+    ]
+    return table
+
+
+def _folders_with_init(root: Path, package_dir: dict[str, str]) -> set[str]:
+    """Import names of every folder with an `__init__.py` under the package-dir mapping."""
+    found = set()
+    for name, folder in package_dir.items():
+        base = root / folder
+        for init in base.rglob("__init__.py"):
+            found.add(".".join([name, *init.parent.relative_to(base).parts]))
+    return found
+
+
+def _unlisted_and_stale(root: Path) -> tuple[set[str], set[str]]:
+    table = _setuptools_table(root)
+    found = _folders_with_init(root, table["package-dir"])
+    listed = set(table["packages"])
+    return found - listed, listed - found
+
+
+def test_pyproject_packages_are_exactly_the_folders_with_an_init() -> None:
+    # A package missing from the list imports in development and is missing from the wheel.
+    unlisted, stale = _unlisted_and_stale(ROOT)
+    assert not unlisted, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(unlisted)}"
+    assert not stale, f"listed in pyproject.toml but no folder with __init__.py: {sorted(stale)}"
+
+
+def test_the_packages_check_sees_a_new_unlisted_package(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    for folder in _setuptools_table(ROOT)["package-dir"].values():
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("*.pyc"))
+    (tmp_path / "worker" / "vendors" / "acme").mkdir()
+    (tmp_path / "worker" / "vendors" / "acme" / "__init__.py").write_text("")
+    shutil.rmtree(tmp_path / "worker" / "dev" / "mock")
+    unlisted, stale = _unlisted_and_stale(tmp_path)
+    assert unlisted == {"eventrelay.worker.vendors.acme"}
+    assert stale == {"eventrelay.worker.dev.mock"}
+
+
+def test_the_editable_install_is_a_plain_path_that_static_tools_follow() -> None:
+    # pyright, Pylance, jedi and mypy read .pth paths; none of them runs an import hook.
+    import eventrelay.worker.engine.tasks as module
+
+    origin = Path(module.__file__ or "")
+    if origin.resolve().is_relative_to(ROOT) and origin.is_relative_to(ROOT / "worker"):
+        pytest.fail(
+            "eventrelay.worker is imported from the checkout through an import hook; "
+            "reinstall with `pip install -e .` (setup.cfg asks for the strict mode)"
+        )
+    root = origin.parents[3]  # <root>/eventrelay/worker/engine/tasks.py
+    assert str(root) in sys.path, f"{root} is not a plain sys.path entry"
+    pths = [p for entry in sys.path for p in Path(entry).glob("__editable__*eventrelay*.pth")]
+    for pth in pths:
+        assert not pth.read_text().lstrip().startswith("import"), f"{pth}: an import hook"
+
+
 def _python(code: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
@@ -134,7 +271,7 @@ import eventrelay
 from eventrelay import enqueue, enqueue_many, InvalidJob, ConfigurationError
 import eventrelay.worker.integrations.flask, eventrelay.worker.integrations.remote
 import eventrelay.worker.producer
-from eventrelay.worker.engine import celery_app
+from eventrelay.worker.fleet import celery_app
 from eventrelay.worker.config import get_settings
 built_at_import = celery_app._app is not None
 read_at_import = get_settings.cache_info().currsize > 0
@@ -176,7 +313,7 @@ def test_pip_install_puts_only_eventrelay_into_site_packages(tmp_path: Path) -> 
         ROOT,
         source,
         ignore=shutil.ignore_patterns(
-            ".git", ".venv", ".typecheck", "build", "*.egg-info", "__pycache__", "tests", "docs"
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", "tests", "docs"
         ),
     )
     target = tmp_path / "site"

@@ -323,7 +323,7 @@ def _reload_settings() -> None:
     """The CLI read settings before the demo chose its services: read them again."""
     from eventrelay.models.session import reset_engine
     from eventrelay.worker.config import get_settings
-    from eventrelay.worker.engine.celery_app import reset_app
+    from eventrelay.worker.fleet.celery_app import reset_app
     from eventrelay.worker.vendors import get_vendor
 
     get_settings.cache_clear()

@@ -31,9 +31,7 @@ D, A = DELIVERIES, ATTEMPTS
 DELETE_BATCH = 5000
 DELETE_BUDGET_SECONDS = 0.5
 ARCHIVE_BATCH = 5000
-# Partitions exist this far ahead, so a worker rarely has to create one (at least 20 s, for
-# intervals of seconds in tests; two intervals otherwise).
-MIN_AHEAD_SECONDS = 20.0
+MIN_AHEAD_SECONDS = partitions.MIN_AHEAD_SECONDS
 
 
 @dataclass
@@ -45,7 +43,7 @@ class RetentionSummary:
 
 
 def ahead(settings: Settings) -> timedelta:
-    return timedelta(seconds=max(2 * settings.partition_seconds, MIN_AHEAD_SECONDS))
+    return partitions.ahead(settings.partition_seconds)
 
 
 def run(engine: Engine, settings: Settings, now: datetime | None = None) -> RetentionSummary:

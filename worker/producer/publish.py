@@ -13,9 +13,10 @@ from kombu import pools
 from eventrelay.models.delivery import Lane
 from eventrelay.models.session import get_engine
 from eventrelay.worker.config import get_settings
-from eventrelay.worker.engine.celery_app import get_app
+from eventrelay.worker.fleet import doorbell
+from eventrelay.worker.fleet.celery_app import get_app
 from eventrelay.worker.fleet.queues import TASK_NAME_DELIVER, queue_name
-from eventrelay.worker.producer.broker import PRODUCER_TRANSPORT_OPTIONS, pause, ring_doorbell
+from eventrelay.worker.producer.broker import PRODUCER_TRANSPORT_OPTIONS, pause
 from eventrelay.worker.producer.outbox import mark_unpublished
 
 log = logging.getLogger("eventrelay.publish")
@@ -94,7 +95,7 @@ def publish_new(rows: Iterable[tuple[uuid.UUID, str, Lane]], *, fail_fast: bool 
 
 def _rung(vendor: str, redis_url: str) -> bool:
     try:
-        return ring_doorbell(vendor, redis_url)
+        return doorbell.ring(vendor, redis_url, fail_fast=True)
     except Exception as exc:
         if redis_url == get_settings().broker_url:
             raise  # the broker's own Redis is not answering: publishing would not either

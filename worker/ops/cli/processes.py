@@ -40,8 +40,8 @@ def worker(
     celery_args: tuple[str, ...],
 ) -> None:
     """Run a Celery worker with eventrelay's options (task events on, for Flower)."""
-    from eventrelay.worker.engine.celery_app import get_app
     from eventrelay.worker.engine.startup import check_pool
+    from eventrelay.worker.fleet.celery_app import get_app
     from eventrelay.worker.fleet.queues import all_queues, vendor_queues
     from eventrelay.worker.vendors import vendor_names
 
@@ -74,7 +74,7 @@ def scheduler(interval: float | None, once: bool) -> None:
     refuse_bad_start("scheduler", sends=False)
     sched = Scheduler()
     if once:
-        summary = sched.tick()
+        summary = sched.tick(raise_errors=True)
         print_json(summary.__dict__)
         return
     click.echo("eventrelay scheduler running (Ctrl-C to stop)", err=True)

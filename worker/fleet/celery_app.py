@@ -8,6 +8,10 @@ Durability settings (Celery's docs and issue tracker):
   long countdowns; their time lives in the database (`next_attempt_at`).
 - many requests in flight per process come from the pump's threads (engine/pump/), so
   prefork stays the pool and Celery's time limits keep working.
+
+The app sits below the engine: producers publish on it by task name and never import the
+worker's code. The worker finds its side through `include` (TASK_MODULES): the tasks, and
+the hooks its processes run (engine/worker_hooks.py).
 """
 
 from __future__ import annotations
@@ -16,26 +20,16 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import (
-    after_setup_logger,
-    task_postrun,
-    task_prerun,
-    worker_init,
-    worker_process_init,
-    worker_process_shutdown,
-    worker_ready,
-    worker_shutdown,
-)
+from celery.signals import after_setup_logger, worker_ready
 from kombu.entity import Queue
 
 from eventrelay.worker.config import get_settings
-from eventrelay.worker.engine import shutdown
 from eventrelay.worker.fleet import liveness
 from eventrelay.worker.fleet.queues import INGEST_QUEUE, TASK_NAME_INGEST, all_queues
 
 # Imported by the worker at start (Celery's `include`), never by this module: the tasks use
 # `shared_task`, so publishing code needs neither the task module nor a circle through it.
-TASK_MODULES = ["eventrelay.worker.engine.tasks"]
+TASK_MODULES = ["eventrelay.worker.engine.tasks", "eventrelay.worker.engine.worker_hooks"]
 
 TASK_SOFT_TIME_LIMIT_SECONDS = 120.0
 TASK_TIME_LIMIT_SECONDS = 150.0
@@ -65,14 +59,6 @@ def reset_app() -> None:
 def make_app() -> Celery:
     settings = get_settings()
     app = Celery("eventrelay", broker=settings.broker_url, include=TASK_MODULES)
-    worker_init.connect(_check_before_taking_work)
-    worker_process_init.connect(_fresh_connections_after_fork)
-    worker_process_shutdown.connect(_finish_in_flight)
-    worker_shutdown.connect(_finish_in_flight)
-    # A child's own SIGTERM waits for the task it runs (engine/shutdown.py).
-    worker_process_init.connect(shutdown.in_pool_child)
-    task_prerun.connect(shutdown.task_starting)
-    task_postrun.connect(shutdown.task_finished)
     after_setup_logger.connect(_eventrelay_logging)
     worker_ready.connect(_say_if_fleet_state_is_off)
     liveness.connect_worker_signals()  # heartbeats the metrics exporter reads (fleet/liveness.py)
@@ -125,41 +111,6 @@ def filesystem_transport_options(folder: str) -> dict[str, Any]:
         "data_folder_out": str(base / "queue"),
         "control_folder": str(base / "control"),
     }
-
-
-def _check_before_taking_work(sender: Any = None, **_: Any) -> None:
-    # The main process, before the pool forks and before a message is taken: a bad setting
-    # found later, in a fork hook or a pump thread, is only logged and the worker delivers
-    # nothing (README, "What a bad setting does"). Ends the process with exit 2.
-    from eventrelay.worker.engine.startup import refuse_bad_start
-
-    refuse_bad_start("worker", getattr(sender, "pool_cls", None))
-
-
-def _fresh_connections_after_fork(**_: Any) -> None:
-    # Pooled connections must not cross fork() (SQLAlchemy pooling docs).
-    from eventrelay.models.session import reset_engine, set_pre_ping
-    from eventrelay.worker.vendors import get_vendor, vendor_names
-
-    set_pre_ping(False)
-    reset_engine()
-    for name in vendor_names():
-        get_vendor(name)  # registers every vendor's secrets for redaction before any log line
-
-
-def _finish_in_flight(**_: Any) -> None:
-    # Warm shutdown: requests already sent finish and are recorded before the process exits,
-    # so nothing is left claimed and nothing is sent twice (README, "Stopping a worker").
-    # Every path ends here: a prefork child leaving its loop (the main process's SIGTERM, or
-    # its own SIGTERM from a group kill or --autoscale's shrink: billiard turns that into
-    # SystemExit, whose `finally` sends worker_process_shutdown), and the main process of a
-    # threads or solo pool, whose pump lives there (worker_shutdown, after the pool stopped
-    # taking tasks). The pump logs "drained N, left M to the lease"; a process without a
-    # pump has nothing to drain.
-    from eventrelay.worker.engine.pump import drain_pump
-
-    shutdown.exiting()
-    drain_pump()
 
 
 def _say_if_fleet_state_is_off(**_: Any) -> None:
