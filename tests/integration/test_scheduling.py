@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -272,4 +273,35 @@ def test_fresh_events_are_not_stuck_behind_a_large_replay(
         for r in replayed:
             wait_status(r.delivery_id, "delivered", timeout=60)
     finally:
+        worker.stop()
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_failing_scheduler_chore_is_logged_and_retries_still_go_out(
+    mock_vendors: Any, logs_dir: Path, child_env: Any
+) -> None:
+    env = child_env()
+    worker = start_worker(
+        env,
+        logs_dir / "chore-worker.log",
+        queues="eventrelay.vtcdn,eventrelay.vtcdn.retry",
+        name="chore",
+    )
+    scheduler = Proc(
+        [sys.executable, "-m", "tests.apps.failing_chore_scheduler"],
+        env,
+        logs_dir / "chore-scheduler.log",
+    )
+    try:
+        # The retry is due in 3 s, after the worker's pump has gone idle: only the scheduler's
+        # "publish due work" chore sends it a message.
+        mock_vendors.set_faults("vtcdn", retry_after=3, retry_after_count=1)
+        receipt = enqueue("vtcdn", "send_event", jobs.vtcdn_update())
+        wait_status(receipt.delivery_id, "delivered", timeout=15)
+        assert [r["status"] for r in mock_vendors.received("vtcdn")] == [429, 200]
+        log = scheduler.output()
+        assert "scheduler chore 'recover expired leases' failed" in log
+        assert "Traceback" in log and "RuntimeError: injected" in log
+    finally:
+        scheduler.stop()
         worker.stop()

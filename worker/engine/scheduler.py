@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -262,12 +263,25 @@ def purge_keys(conn_factory: Any, budget_seconds: float | None = None) -> int:
             return purged
 
 
+@dataclass(frozen=True)
+class Chore:
+    """One periodic job of the scheduler: `run` at most once per `every_seconds` (0: every
+    tick). A chore that returns True has work left and runs again on the next tick."""
+
+    name: str
+    every_seconds: Callable[[Settings], float]
+    run: Callable[[Scheduler, TickSummary], bool | None]
+
+
+def _every_tick(_: Settings) -> float:
+    return 0.0
+
+
 class Scheduler:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self._last_cleanup = 0.0
-        self._last_retention = 0.0
-        self._last_vacuum = 0.0
+        self._last_ran: dict[str, float] = {}  # chore name -> time.monotonic() it last ran
+        self._failing: dict[str, str] = {}  # chore name -> the error it failed with last
         self.stop_event = threading.Event()
 
     def _budget_spent(self, vendor: str, attempt: int, window_started_at: datetime) -> str | None:
@@ -292,14 +306,60 @@ class Scheduler:
                 return set()
         return blocked
 
-    def tick(self) -> TickSummary:
+    def tick(self, raise_errors: bool = False) -> TickSummary:
+        """Run every chore that is due. One chore's failure is logged with its traceback and
+        never stops the others: a broken purge must not stop retries from going out.
+
+        Raises:
+            Exception: with `raise_errors`, the first chore's error, once every chore ran
+                (`eventrelay scheduler --once` exits non-zero on it).
+        """
         summary = TickSummary()
-        engine = get_engine()
-        with engine.begin() as conn:
+        errors: list[Exception] = []
+        for chore in CHORES:
+            now = time.monotonic()
+            last = self._last_ran.get(chore.name)
+            if last is not None and now - last <= chore.every_seconds(self.settings):
+                continue
+            self._last_ran[chore.name] = now
+            try:
+                again = chore.run(self, summary)
+            except Exception as exc:
+                errors.append(exc)
+                self._failed(chore, exc)
+            else:
+                if self._failing.pop(chore.name, None):
+                    log.info("scheduler chore %r works again", chore.name)
+                if again:
+                    self._last_ran.pop(chore.name)
+        self._log(summary)
+        if not errors:  # what the metrics exporter reads as eventrelay_scheduler_*
+            liveness.scheduler_beat(self.settings.effective_redis_url)
+        if errors and raise_errors:
+            raise errors[0]
+        return summary
+
+    def _failed(self, chore: Chore, exc: Exception) -> None:
+        # The traceback once, when a chore starts failing; while the same error goes on (the
+        # database away), one line a tick.
+        kind = type(exc).__name__
+        if self._failing.get(chore.name) == kind:
+            log.warning("scheduler chore %r failed again (%s: %s)", chore.name, kind, exc)
+        else:
+            log.exception("scheduler chore %r failed; the other chores go on", chore.name)
+        self._failing[chore.name] = kind
+
+    def recover_leases(self, summary: TickSummary) -> None:
+        with get_engine().begin() as conn:
             summary.recovered = len(recover_expired_leases(conn, give_up=self._budget_spent))
+
+    def publish_due(self, summary: TickSummary) -> None:
+        """Publish due work that has no message: retries, released and replayed rows, and one
+        drain message for each vendor whose message may have been lost."""
         summary.broker_reset = _broker_was_reset(self.settings.broker_url)
         depths = queue_depths(self.settings.broker_url)
         blocked = self._gated_vendors()
+        engine = get_engine()
         with engine.begin() as conn:
             # Before dispatch_due, which publishes them in this very tick.
             summary.unstranded = wake_stranded_dependents(conn, self._dependent_vendors())
@@ -325,25 +385,21 @@ class Scheduler:
             rows, wake = [], []
         summary.woken = len(wake)
         summary.dispatched = len(rows)
-        if time.monotonic() - self._last_cleanup > CLEANUP_EVERY_SECONDS:
-            self._last_cleanup = time.monotonic()
-            summary.keys_purged = purge_keys(engine.begin)
-            if summary.keys_purged and summary.keys_purged % PURGE_BATCH == 0:
-                # The budget ran out with keys left: keep purging every tick until caught up,
-                # so the purge keeps pace with any enqueue rate (issue 13).
-                self._last_cleanup = 0.0
-        if time.monotonic() - self._last_retention > retention.every_seconds(self.settings):
-            self._last_retention = time.monotonic()
-            try:
-                summary.retention_pass = retention.run(engine, self.settings)
-            except Exception as exc:  # a lock not granted, the database away: next time
-                log.warning("retention pass failed (%s: %s)", type(exc).__name__, exc)
-        if time.monotonic() - self._last_vacuum > VACUUM_EVERY_SECONDS:
-            self._last_vacuum = time.monotonic()
-            try:
-                summary.vacuumed = vacuum_churning_tables(engine)
-            except Exception as exc:  # a lock not granted, the database away: next time
-                log.warning("vacuum failed (%s: %s)", type(exc).__name__, exc)
+
+    def purge_idempotency_keys(self, summary: TickSummary) -> bool:
+        summary.keys_purged = purge_keys(get_engine().begin)
+        # The budget ran out with keys left: purge again next tick until caught up, so the
+        # purge keeps pace with any enqueue rate.
+        return bool(summary.keys_purged) and summary.keys_purged % PURGE_BATCH == 0
+
+    def run_retention(self, summary: TickSummary) -> None:
+        summary.retention_pass = retention.run(get_engine(), self.settings)
+
+    def vacuum(self, summary: TickSummary) -> None:
+        summary.vacuumed = vacuum_churning_tables(get_engine())
+
+    @staticmethod
+    def _log(summary: TickSummary) -> None:
         if summary.unstranded:
             log.info(
                 "scheduler: %d deliveries waited for a dependency already delivered; due now",
@@ -360,8 +416,6 @@ class Scheduler:
                 if summary.broker_reset
                 else "",
             )
-        liveness.scheduler_beat(self.settings.effective_redis_url)  # for eventrelay_scheduler_*
-        return summary
 
     def run(self, interval: float | None = None, max_seconds: float | None = None) -> None:
         """Tick until SIGTERM/SIGINT (or `max_seconds`); database/broker errors are survived."""
@@ -384,3 +438,17 @@ class Scheduler:
 
     def _stop(self, *_: Any) -> None:
         self.stop_event.set()
+
+
+# The scheduler's periodic chores, in the order a tick runs them.
+CHORES: tuple[Chore, ...] = (
+    Chore("recover expired leases", _every_tick, Scheduler.recover_leases),
+    Chore("publish due work", _every_tick, Scheduler.publish_due),
+    Chore(
+        "purge expired idempotency keys",
+        lambda _: CLEANUP_EVERY_SECONDS,
+        Scheduler.purge_idempotency_keys,
+    ),
+    Chore("retention", retention.every_seconds, Scheduler.run_retention),
+    Chore("vacuum", lambda _: VACUUM_EVERY_SECONDS, Scheduler.vacuum),
+)
