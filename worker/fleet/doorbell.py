@@ -19,11 +19,14 @@ from eventrelay.worker.fleet.redis_client import get_redis
 RING_SECONDS = 2.0
 
 
-def ring(vendor: str, redis_url: str) -> bool:
-    """True if this caller should publish (nobody else has a message waiting)."""
-    return bool(
-        get_redis(redis_url).set(keys.doorbell(vendor), "1", nx=True, px=int(RING_SECONDS * 1000))
-    )
+def ring(vendor: str, redis_url: str, *, fail_fast: bool = False) -> bool:
+    """True if this caller should publish (nobody else has a message waiting).
+
+    `fail_fast`: the producer's short-timeout client (fleet/redis_client.py). Raises if Redis
+    cannot answer.
+    """
+    client = get_redis(redis_url, fail_fast=fail_fast)
+    return bool(client.set(keys.doorbell(vendor), "1", nx=True, px=int(RING_SECONDS * 1000)))
 
 
 def answer(vendor: str, redis_url: str) -> None:

@@ -9,21 +9,14 @@ scheduler. The scheduler and the workers keep their own, longer timeouts.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from eventrelay.worker.fleet.redis_client import FAIL_FAST_TIMEOUT_SECONDS
 
-from eventrelay.worker.fleet import keys
-from eventrelay.worker.fleet.doorbell import RING_SECONDS
-
-# Redis answers in well under a millisecond; a tenth of a second is a broker in trouble.
-PRODUCER_TIMEOUT_SECONDS = 0.1
+PRODUCER_TIMEOUT_SECONDS = FAIL_FAST_TIMEOUT_SECONDS
 PAUSE_SECONDS = 10.0
 # kombu's Redis transport, for the producer's publishes only: no reconnect loop (kombu's
 # default retries a refused connection for seconds) and the short socket timeouts.
@@ -69,31 +62,3 @@ class PublishPause:
 
 
 pause = PublishPause()
-
-_clients: dict[tuple[int, str], redis.Redis] = {}
-_clients_lock = threading.Lock()
-
-
-def producer_redis(url: str) -> redis.Redis:
-    """A Redis client for the producer's doorbell: short timeouts, no retries (redis-py
-    retries a failed command three times with backoff by default)."""
-    key = (os.getpid(), url)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = redis.Redis.from_url(
-                url,
-                socket_timeout=PRODUCER_TIMEOUT_SECONDS,
-                socket_connect_timeout=PRODUCER_TIMEOUT_SECONDS,
-                retry=Retry(NoBackoff(), 0),
-            )
-            _clients[key] = client
-        return client
-
-
-def ring_doorbell(vendor: str, url: str) -> bool:
-    """`fleet.doorbell.ring` on the producer's short-timeout client: True if this caller
-    should publish (no message for the vendor is waiting). Raises if Redis cannot answer."""
-    return bool(
-        producer_redis(url).set(keys.doorbell(vendor), "1", nx=True, px=int(RING_SECONDS * 1000))
-    )
