@@ -30,7 +30,7 @@ from sqlalchemy import Connection
 from eventrelay.models.identity import BOTSI_PROFILES
 from eventrelay.models.sql import insert_ignore
 from eventrelay.worker.vendors.base import OutboundRequest, Vendor, VendorSettings
-from eventrelay.worker.vendors.keys import derived_key
+from eventrelay.worker.vendors.derived_keys import derived_key
 
 Required = Field(min_length=1)
 # Stored as the delivery's user_ref (a 255-character column) for the profile ordering rule.

@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic_settings import SettingsConfigDict
 
 from eventrelay.worker.vendors.base import OutboundRequest, Vendor, VendorSettings
-from eventrelay.worker.vendors.keys import derived_key
+from eventrelay.worker.vendors.derived_keys import derived_key
 
 EMAIL_OPEN_WINDOW_SECONDS = 20 * 60
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -1,4 +1,5 @@
-"""Derived keys: stable, bounded in length, and free of the personal data they are made from."""
+"""Idempotency keys derived from a job (vendor rules): stable, bounded in length, and free of
+the personal data they are made from. (The Redis keys are in fleet/keys.py.)"""
 
 from __future__ import annotations
 
