@@ -30,24 +30,30 @@ def set_pre_ping(enabled: bool) -> None:
 SQLITE_BUSY_TIMEOUT_MAX_SECONDS = 30.0
 
 
-# Where `get_engine()` without a URL finds one; the settings (worker/config.py) give it, so the
-# models read no setting of their own.
+# The settings engines are made with, given by worker/config.py, so the models read no
+# setting of their own: the default URL of `get_engine()` and the lease the SQLite busy
+# timeout follows. Each is called when first needed.
 _default_url: Callable[[], str] | None = None
+_lease_seconds: Callable[[], float] | None = None
 
 
-def use_default_url(source: Callable[[], str]) -> None:
-    """Give `get_engine()` its default URL (called with no argument, when first needed)."""
-    global _default_url
-    _default_url = source
+def use_settings(*, database_url: Callable[[], str], lease_seconds: Callable[[], float]) -> None:
+    """Give engines their default URL and lease (EVENTRELAY_DATABASE_URL, _LEASE_SECONDS)."""
+    global _default_url, _lease_seconds
+    _default_url, _lease_seconds = database_url, lease_seconds
+
+
+def _given(source: Callable[[], Any] | None, what: str) -> Any:
+    if source is None:
+        raise RuntimeError(
+            f"no {what}: pass one, or import eventrelay.worker.config (which gives the "
+            "EVENTRELAY_ settings) first"
+        )
+    return source()
 
 
 def _database_url() -> str:
-    if _default_url is None:
-        raise RuntimeError(
-            "no database URL: pass one to get_engine(), or import eventrelay.worker.config "
-            "(EVENTRELAY_DATABASE_URL) first"
-        )
-    return _default_url()
+    return str(_given(_default_url, "database URL"))
 
 
 def sqlite_busy_timeout_seconds(lease_seconds: float | None = None) -> float:
@@ -58,9 +64,7 @@ def sqlite_busy_timeout_seconds(lease_seconds: float | None = None) -> float:
     deliveries it is still sending. Failing after a third leaves the next beat time to succeed.
     """
     if lease_seconds is None:
-        from eventrelay.worker.config import get_settings
-
-        lease_seconds = get_settings().lease_seconds
+        lease_seconds = float(_given(_lease_seconds, "lease"))
     return min(SQLITE_BUSY_TIMEOUT_MAX_SECONDS, lease_seconds / 3)
 
 
@@ -113,7 +117,7 @@ def make_engine(url: str) -> Engine:
 
 
 def get_engine(url: str | None = None) -> Engine:
-    """The engine for `url` (default: the one given by `use_default_url`) in this process."""
+    """The engine for `url` (default: the one given by `use_settings`) in this process."""
     url = url or _database_url()
     pid = os.getpid()
     with _lock:

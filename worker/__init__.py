@@ -20,8 +20,8 @@ def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):
         import sys
 
-        from eventrelay.worker.fleet.celery_app import get_app
         from eventrelay.worker.errors import ConfigurationError
+        from eventrelay.worker.fleet.celery_app import get_app
 
         try:
             return get_app()

@@ -202,9 +202,8 @@ def _number(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _database_url() -> str:
-    return get_settings().database_url
-
-
-# models/session reads no setting: its engines' default URL is given from here.
-session.use_default_url(_database_url)
+# models/session reads no setting: what its engines need is given from here.
+session.use_settings(
+    database_url=lambda: get_settings().database_url,
+    lease_seconds=lambda: get_settings().lease_seconds,
+)
