@@ -67,6 +67,8 @@ MOCK_CREDENTIALS = {
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Folders whose tests need PostgreSQL and Redis (and most start Celery processes).
 SERVICE_FOLDERS = ("integration", "faults", "benchmarks", "apps")
+# Folders whose tests are timed or load the CPUs: `serial`, run alone after the parallel phase.
+SERIAL_FOLDERS = ("faults", "benchmarks")
 TESTS_DIR = Path(__file__).resolve().parent
 
 settings.register_profile("ci", max_examples=400, deadline=None)
@@ -98,6 +100,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = Path(item.path).resolve().relative_to(TESTS_DIR).parts
         if parts[0] in SERVICE_FOLDERS:
             item.add_marker(pytest.mark.services)
+        if parts[0] in SERIAL_FOLDERS:
+            item.add_marker(pytest.mark.serial)
 
 
 @pytest.hookimpl(tryfirst=True)

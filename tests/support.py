@@ -22,8 +22,13 @@ T = TypeVar("T")
 PG_ADMIN_URL = os.environ.get(
     "EVENTRELAY_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-TEST_DB_NAME = os.environ.get("EVENTRELAY_TEST_DB_NAME", "eventrelay_test")
-TEST_REDIS_DB = int(os.environ.get("EVENTRELAY_TEST_REDIS_DB", "13"))
+# Under pytest-xdist (`-n N`, as .ci/run does) each worker gets a database and a Redis DB of
+# its own: gw0 the names given, gwK the database `<name>_gwK` and Redis DB number + K.
+XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+TEST_DB_NAME = os.environ.get("EVENTRELAY_TEST_DB_NAME", "eventrelay_test") + (
+    f"_gw{XDIST_WORKER}" if XDIST_WORKER else ""
+)
+TEST_REDIS_DB = int(os.environ.get("EVENTRELAY_TEST_REDIS_DB", "13")) + XDIST_WORKER
 REDIS_HOST = os.environ.get("EVENTRELAY_TEST_REDIS_HOST", "127.0.0.1:6379")
 
 

@@ -47,7 +47,11 @@ job_like = (
 
 
 @pytest.mark.usefixtures("clean")
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Each example is a database round trip: at most 150, whatever the profile says.
+@settings(
+    max_examples=min(150, settings().max_examples),
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(batch=st.lists(job_like, min_size=1, max_size=4))
 def test_enqueue_many_with_arbitrary_json_stores_all_or_nothing(batch: list[Any]) -> None:
     before = _count()
@@ -66,7 +70,11 @@ def test_enqueue_many_with_arbitrary_json_stores_all_or_nothing(batch: list[Any]
 
 
 @pytest.mark.usefixtures("clean")
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Each example runs the CLI's reader: at most 100, whatever the profile says.
+@settings(
+    max_examples=min(100, settings().max_examples),
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(lines=st.lists(json_values.map(json.dumps) | st.text(max_size=40), min_size=1, max_size=4))
 def test_cli_json_lines_reader_exits_0_or_2_and_never_crashes(lines: list[str]) -> None:
     before = _count()

@@ -17,7 +17,8 @@ from eventrelay.worker.producer import enqueue_many
 from tests.integration import jobs
 from tests.support import start_scheduler, start_worker, wait_for
 
-pytestmark = pytest.mark.usefixtures("clean")
+# Ratios of throughput and time: measured alone (`serial`), not beside a parallel test.
+pytestmark = [pytest.mark.usefixtures("clean"), pytest.mark.serial]
 
 
 def _vtcdn_jobs(n: int, tag: str) -> list[dict[str, Any]]:

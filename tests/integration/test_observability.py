@@ -52,6 +52,7 @@ def flower(database_url: str, logs_dir: Path) -> Iterator[str]:
 
 
 @pytest.mark.usefixtures("clean")
+@pytest.mark.serial  # Flower polls the worker with short timeouts
 def test_flower_shows_delivered_tasks_by_name_with_vendor_and_ids_only(
     flower: str, pipeline: Any, mock_vendors: Any
 ) -> None:

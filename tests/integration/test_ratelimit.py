@@ -15,6 +15,9 @@ from tests.conftest import TEST_ENV
 from tests.integration.netfaults import TcpProxy
 from tests.support import REDIS_HOST, TEST_REDIS_DB
 
+# Sends per second, timed: measured alone (`serial`), not beside a parallel test.
+pytestmark = pytest.mark.serial
+
 URL = TEST_ENV["EVENTRELAY_REDIS_URL"]
 LIMIT = 20  # per second
 SENDS = 50

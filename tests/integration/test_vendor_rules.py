@@ -62,6 +62,7 @@ def second_worker(clean: None, pipeline: Any, logs_dir: Path, child_env: Any) ->
     proc.stop()
 
 
+@pytest.mark.serial  # counts sends per second
 def test_infobip_rate_limit_holds_for_the_whole_fleet(
     second_worker: Proc, mock_vendors: Any
 ) -> None:
