@@ -34,8 +34,8 @@ def pick_locked(conn: Connection, query: Select[Any], name: str = "picked") -> S
 
     Why not a plain `IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`: PostgreSQL may rescan
     that subquery for each row the outer UPDATE visits, and every rescan skips the rows the
-    statement itself has just locked, so it picks new ones: measured here, a claim limited to
-    2 rows took all 21 due rows. A MATERIALIZED CTE is evaluated exactly once.
+    statement itself has just locked, so it picks new ones: a claim limited to n rows can take
+    every due row (docs/decisions.md). A MATERIALIZED CTE is evaluated exactly once.
     """
     if conn.dialect.name != "postgresql":
         return query

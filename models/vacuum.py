@@ -3,10 +3,9 @@
 Every delivery is inserted live, updated on claim and on each attempt, and then moved into a
 history partition (a delete from the live partition): a handful of dead row versions each in
 a partition that holds only the live work. Autovacuum is meant to clean that up, but it may be
-off (it is on this project's CI machine) or, at its defaults, wakes once a minute and throttles
-itself. In the soak (150 jobs/s, tests/benchmarks/soak.py) with autovacuum off,
-`deliveries_live` grew by 0.7 MiB every 10 s (13 MiB after 3 minutes, 58,000 dead row versions)
-while it held a few hundred rows, and every claim walked the dead versions too.
+off, or at its defaults wakes once a minute and throttles itself: without it the live partition
+grows by every delivery's dead row versions while it holds a few hundred rows, and every claim
+walks the dead versions too (docs/decisions.md has the soak's figures).
 
 So the scheduler vacuums these tables itself every few seconds. They are small (live work,
 unexpired keys, one row per counter), so a pass costs milliseconds, and the space it frees is

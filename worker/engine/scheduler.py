@@ -145,8 +145,8 @@ def wake_stranded_dependents(conn: Connection, vendors: list[str]) -> int:
     A worker that finds an event's profile not yet delivered releases the event for
     DEPENDENCY_WAIT_SECONDS, and the profile's own record wakes it. When the profile's record
     commits between that check and the event's release (another process, or the recorder's
-    next batch), the wake finds nothing to wake and the event sat out the whole fallback wait
-    (30 s; seen as `recovered_in=28.7s` in the fault suite). This takes them back within a tick;
+    next batch), the wake finds nothing to wake and the event would sit out the whole fallback
+    wait (30 s). This takes them back within a tick;
     returns how many. Only dependency waits, never a retry's backoff.
     """
     if not vendors:

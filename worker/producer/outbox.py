@@ -65,8 +65,28 @@ def record_jobs(
     now = utcnow()
     ids = [new_id() for _ in jobs]
     receipts: list[Receipt | None] = [None] * len(jobs)
+    _answer_duplicates(conn, jobs, ids, receipts, now, settings)
+    fresh = [i for i in range(len(jobs)) if receipts[i] is None]
+    suppressed = _throttled(conn, jobs, fresh, ids, now)
+    depends = _dependencies(conn, jobs, fresh, ids)
+    to_publish = _insert_deliveries(conn, jobs, fresh, ids, receipts, suppressed, depends, now)
+    return [r for r in receipts if r is not None], to_publish
 
-    # 1. Idempotency: the unique (vendor, key) decides, not a read-then-write.
+
+def _answer_duplicates(
+    conn: Connection,
+    jobs: Sequence[PreparedJob],
+    ids: Sequence[uuid.UUID],
+    receipts: list[Receipt | None],
+    now: datetime,
+    settings: Settings,
+) -> None:
+    """Step 1, idempotency: fill in the receipt of every job whose key is taken already. The
+    unique (vendor, key) decides, not a read-then-write.
+
+    Raises:
+        InvalidJob: a key given with a different job than the one it was used for.
+    """
     owners: dict[tuple[str, str], int] = {}
     for i, job in enumerate(jobs):
         if job.idempotency_key is not None:
@@ -101,8 +121,16 @@ def record_jobs(
             str(stored.status) if stored and stored.status else "purged",
         )
 
-    # 2. Throttle windows (vtcdn email opens): later jobs in a window are suppressed.
-    fresh = [i for i in range(len(jobs)) if receipts[i] is None]
+
+def _throttled(
+    conn: Connection,
+    jobs: Sequence[PreparedJob],
+    fresh: Sequence[int],
+    ids: Sequence[uuid.UUID],
+    now: datetime,
+) -> dict[int, str]:
+    """Step 2, throttle windows (vtcdn email opens): the jobs to store as suppressed, with
+    their reason; the first job of a window is sent, later ones are suppressed."""
     throttles: dict[tuple[str, str], tuple[int, float]] = {}
     suppressed: dict[int, str] = {}
     for i in fresh:
@@ -123,10 +151,21 @@ def record_jobs(
     for tkey, (i, window) in throttles.items():
         if tkey not in got:
             suppressed[i] = f"suppressed: {jobs[i].vendor} allows one per {window:g}s window"
+    return suppressed
 
-    # 3. Ordering: a job that must follow another of the same user's waits for it.
-    depends = _dependencies(conn, jobs, fresh, ids)
 
+def _insert_deliveries(
+    conn: Connection,
+    jobs: Sequence[PreparedJob],
+    fresh: Sequence[int],
+    ids: Sequence[uuid.UUID],
+    receipts: list[Receipt | None],
+    suppressed: Mapping[int, str],
+    depends: Mapping[int, uuid.UUID],
+    now: datetime,
+) -> list[tuple[uuid.UUID, str, Lane]]:
+    """Step 4: one delivery row per fresh job, and its receipt; returns what to publish after
+    the commit (nothing while this process has paused publishing)."""
     rows = []
     to_publish = []
     publishing = not pause.paused()
@@ -169,7 +208,7 @@ def record_jobs(
             to_publish.append((ids[i], job.vendor, Lane.FRESH))
     if rows:
         conn.execute(insert(D), rows)
-    return [r for r in receipts if r is not None], to_publish
+    return to_publish
 
 
 def _claim_keys(
@@ -259,7 +298,8 @@ def _refuse_reused_key(
 def _dependencies(
     conn: Connection, jobs: Sequence[PreparedJob], fresh: Sequence[int], ids: Sequence[uuid.UUID]
 ) -> dict[int, uuid.UUID]:
-    """For jobs that must follow another operation of the same user, what they wait for.
+    """Step 3, ordering: for jobs that must follow another operation of the same user, what
+    they wait for.
 
     A job needs *a* delivered one of the user's followed deliveries (Botsi: a profile), not the
     latest: once any is delivered it waits for nothing. Otherwise it waits for the latest one
