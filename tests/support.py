@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,8 +14,15 @@ from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, make_url, text
 
+from eventrelay.worker.dev import processes
+from eventrelay.worker.dev.processes import Process
+
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+# The one launcher (worker/dev/processes.py), as the tests have always called it.
+free_port = processes.free_port
+start_worker = processes.start_worker
+start_scheduler = processes.start_scheduler
 
 PG_ADMIN_URL = os.environ.get(
     "EVENTRELAY_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -99,12 +104,6 @@ def bring_loopback_up() -> bool:
     return loopback_is_up()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for(
     predicate: Callable[[], T],
     timeout: float = 30.0,
@@ -122,85 +121,14 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
-class Proc:
-    """A child process with its output in a log file (shown when a test fails)."""
+class Proc(Process):
+    """A child process of the tests (worker/dev/processes.py), run from the repository's root
+    so that `python -m tests.apps...` finds the tests' package."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
-        self.popen = subprocess.Popen(
-            args,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def signal(self, sig: int) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, sig)
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.popen.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.popen.wait(5)
-        self._log.close()
-
-
-def start_worker(
-    env: dict[str, str],
-    log_path: Path,
-    concurrency: int = 2,
-    queues: str | None = None,
-    name: str = "w1",
-    pool: str = "prefork",
-) -> Proc:
-    args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "eventrelay.worker",
-        "worker",
-        "-P",
-        pool,
-        "-c",
-        str(concurrency),
-        "-l",
-        "INFO",
-        "-E",
-        "-n",
-        f"{name}@%h",
-        "--without-gossip",
-        "--without-mingle",
-    ]
-    if queues:
-        args += ["-Q", queues]
-    proc = Proc(args, env, log_path)
-    wait_for(
-        lambda: "ready." in proc.output() or proc.popen.poll() is not None,
-        60,
-        what=f"worker {name} to start",
-    )
-    if proc.popen.poll() is not None:
-        raise RuntimeError(f"worker exited early:\n{proc.output()[-3000:]}")
-    return proc
-
-
-def start_scheduler(env: dict[str, str], log_path: Path, interval: float = 0.2) -> Proc:
-    return Proc(
-        [sys.executable, "-m", "eventrelay", "scheduler", "--interval", str(interval)],
-        env,
-        log_path,
-    )
+    def __init__(
+        self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT
+    ) -> None:
+        super().__init__(args, env, log_path, cwd)
 
 
 @contextmanager

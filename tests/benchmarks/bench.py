@@ -80,6 +80,8 @@ import redis  # noqa: E402
 import requests  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from eventrelay.worker.dev.processes import Process, celery_worker_args  # noqa: E402
+
 # ---- workload --------------------------------------------------------------------------------
 
 
@@ -160,71 +162,35 @@ def marker_of(record: dict[str, Any]) -> list[str]:
 
 
 class Fleet:
+    """The benchmark's processes, started with the one launcher (worker/dev/processes.py)."""
+
     def __init__(self, out: Path, concurrency: int) -> None:
         self.out = out
         self.concurrency = concurrency
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: dict[int, Process] = {}
         self.env = {**os.environ, **ENV}
 
     def start(
         self, args: list[str], name: str, ready: str | None = None
     ) -> subprocess.Popen[bytes]:
-        log = open(self.out / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
-        proc = subprocess.Popen(
-            args,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        self.procs.append(proc)
+        proc = Process(args, self.env, self.out / f"{name}.log", cwd=ROOT)
+        self.procs[proc.pid] = proc
         if ready:
-            deadline = time.monotonic() + 60
-            while ready not in (self.out / f"{name}.log").read_text(errors="replace"):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((self.out / f"{name}.log").read_text()[-3000:])
-                time.sleep(0.1)
-        return proc
+            proc.wait_for_output(ready, 60, name)
+        return proc.popen
 
     def worker(self, app: str, name: str) -> subprocess.Popen[bytes]:
         return self.start(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                app,
-                "worker",
-                "-P",
-                "prefork",
-                "-c",
-                str(self.concurrency),
-                "-l",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"{name}@%h",
-            ],
+            celery_worker_args(app, self.concurrency, name, loglevel="WARNING", events=False),
             name,
-            ready=None,
         )
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        import signal
-
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        self.procs[proc.pid].stop(timeout=30)
 
     def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            self.stop(proc)
+        for proc in reversed(list(self.procs.values())):
+            proc.stop(timeout=30)
 
 
 def start_mock(fleet: Fleet) -> subprocess.Popen[bytes]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from eventrelay.worker.dev.processes import Process, start_redis
 from tests.support import Proc, free_port, start_worker, wait_for
 
 PG_BIN = (
@@ -99,36 +100,11 @@ class PrivateRedis:
     def __init__(self, root: Path) -> None:
         self.port = free_port()
         self.root = root
-        self.proc: Proc | None = None
+        self.proc: Process | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = Proc(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.root),
-            ],
-            dict(os.environ),
-            self.root / f"redis-{time.time():.0f}.log",
-        )
-        import redis
-
-        def up() -> bool:
-            try:
-                return bool(redis.Redis(port=self.port, socket_connect_timeout=0.3).ping())
-            except redis.RedisError:
-                return False
-
-        wait_for(up, 15, what="private redis")
+        self.proc, _ = start_redis(self.root, self.port)
 
     def kill(self) -> None:
         if self.proc:

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +21,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
+
+from eventrelay.worker.dev.processes import start_redis, start_scheduler, start_worker
 
 TERMINAL = ("delivered", "dead", "suppressed")
 
@@ -37,47 +35,6 @@ class DemoResult:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
     seconds: float = 0.0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def _process(
-    args: list[str], env: dict[str, str], log_path: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(5)
-
-
-def _wait_for_log(path: Path, text: str, proc: subprocess.Popen[bytes], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if text in path.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    raise RuntimeError(
-        f"{path.name} did not start; its log:\n{path.read_text(errors='replace')[-2000:]}"
-    )
 
 
 def demo_jobs(users: int) -> list[dict[str, Any]]:
@@ -209,41 +166,12 @@ def run_demo(
         from eventrelay.worker.ops.migrate import upgrade
 
         upgrade(env["EVENTRELAY_DATABASE_URL"])
-        python = sys.executable
-        worker_log = workdir / "worker.log"
-        worker = stack.enter_context(
-            _process(
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "eventrelay.worker",
-                    "worker",
-                    "-P",
-                    "prefork",
-                    "-c",
-                    "2",
-                    "-l",
-                    "INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-n",
-                    "demo@%h",
-                ],
-                env,
-                worker_log,
-            )
-        )
-        stack.enter_context(
-            _process(
-                [python, "-m", "eventrelay", "scheduler", "--interval", "0.5"],
-                env,
-                workdir / "scheduler.log",
-            )
-        )
+        worker = start_worker(env, workdir / "worker.log", name="demo", events=False, wait=False)
+        stack.callback(worker.stop)
+        scheduler = start_scheduler(env, workdir / "scheduler.log", interval=0.5)
+        stack.callback(scheduler.stop)
         console.print("[dim]starting a worker (2 processes) and the scheduler…[/dim]")
-        _wait_for_log(worker_log, "ready.", worker, 60)
+        worker.wait_for_output("ready.", 60, "the demo's worker")
 
         # An error burst: Infobip answers 500 to its first requests; they are retried.
         mock.set_faults("infobip", fail_next=[500, 500, 503, 500, 502])
@@ -273,29 +201,9 @@ def _demo_environment(stack: ExitStack, workdir: Path, console: Console) -> dict
             f"broker: {os.environ['EVENTRELAY_BROKER_URL'].split('@')[-1]} (from the environment)"
         )
         return env
-    redis_server = shutil.which("redis-server")
-    if redis_server:
-        port = _free_port()
-        stack.enter_context(
-            _process(
-                [
-                    redis_server,
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(workdir),
-                ],
-                env,
-                workdir / "redis.log",
-            )
-        )
-        _wait_redis(port)
+    if shutil.which("redis-server"):
+        redis_server, port = start_redis(workdir)
+        stack.callback(redis_server.stop)
         env["EVENTRELAY_BROKER_URL"] = f"redis://127.0.0.1:{port}/0"
         console.print(f"broker: a private redis-server on port {port}")
     else:
@@ -304,19 +212,6 @@ def _demo_environment(stack: ExitStack, workdir: Path, console: Console) -> dict
         console.print("broker: a folder (no redis-server on the PATH); fleet-wide limits are off")
     console.print(f"database: {env['EVENTRELAY_DATABASE_URL'].split('@')[-1]}")
     return env
-
-
-def _wait_redis(port: int) -> None:
-    import redis
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            redis.Redis(port=port, socket_connect_timeout=0.5).ping()
-            return
-        except redis.RedisError:
-            time.sleep(0.1)
-    raise RuntimeError(f"the demo's redis-server did not start on port {port}")
 
 
 def _reload_settings() -> None:
