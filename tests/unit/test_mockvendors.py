@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import requests
 
-from eventrelay.worker.dev.mock.server import DEFAULT_CREDENTIALS, MockVendors, main
+from eventrelay.worker.dev.mock.cli import main
+from eventrelay.worker.dev.mock.server import DEFAULT_CREDENTIALS, MockVendors
 
 REPO = Path(__file__).resolve().parents[2]
 

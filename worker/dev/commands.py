@@ -39,6 +39,6 @@ def demo(users: int, timeout: float) -> None:
 @click.option("--port", default=8025, show_default=True, type=int)
 def mock_vendors(host: str, port: int) -> None:
     """Run the mock vendor server (all four APIs) for tests and demos."""
-    from eventrelay.worker.dev.mock.server import main
+    from eventrelay.worker.dev.mock.cli import main
 
     sys.exit(main(["--host", host, "--port", str(port)]))

@@ -5,12 +5,12 @@ benchmark suites, or by hand from a shell) without touching the real vendors. Th
 is the part every vendor shares: HTTP framing, routing by the path's first segment to a
 vendor mock, fault injection through per-vendor "fault knobs", the request log and
 counters, credentials, and the CLI. Each vendor's routes, validation and answers are a
-`VendorMock` (base.py) in a module of its own, listed in `VENDOR_MOCKS` below; its routes
+`VendorMock` (base.py) in a module of its own, listed in `VENDOR_MOCKS` (vendors.py); its routes
 validate requests the way the client in worker/vendors/ expects the vendor to.
 
 Standard library only, on purpose: the mock must not depend on the code it is testing.
 
-    eventrelay mock-vendors --port 8025     # prints `export ...` lines, then serves
+    eventrelay mock-vendors --port 8025     # prints `export ...` lines, then serves (cli.py)
 
 Control endpoints (JSON), next to the vendor routes:
 
@@ -31,58 +31,24 @@ a NUL or a lone surrogate in it).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
-import shlex
-import signal
-import socket
-import socketserver
-import sys
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlsplit
 
-from eventrelay.worker.dev.mock.base import (
-    Handler,
-    Reply,
-    Request,
-    VendorMock,
-    is_int,
-    is_number,
-    is_text,
-    parse_count,
-)
-from eventrelay.worker.dev.mock.botsi import BotsiMock
-from eventrelay.worker.dev.mock.gravityfield import GravityFieldMock
-from eventrelay.worker.dev.mock.infobip import InfobipMock
+from eventrelay.worker.dev.mock.base import Handler, Reply, Request, VendorMock
+from eventrelay.worker.dev.mock.faults import MAX_HANG_SECONDS, Faults, Stats, format_retry_after
+from eventrelay.worker.dev.mock.http import MockHTTPServer
+from eventrelay.worker.dev.mock.vendors import DEFAULT_CREDENTIALS, VENDOR_MOCKS, VENDORS
 from eventrelay.worker.dev.mock.vtcdn import VtcdnMock
 
-# The registry: one line per vendor mock, in the order logs, counters and env list them.
-# A fifth vendor is its module (a VendorMock subclass) plus its line here.
-VENDOR_MOCKS: tuple[type[VendorMock], ...] = (BotsiMock, VtcdnMock, InfobipMock, GravityFieldMock)
-
-VENDORS: tuple[str, ...] = tuple(mock.name for mock in VENDOR_MOCKS)
-
-DEFAULT_CREDENTIALS: dict[str, str] = {
-    key: value for mock in VENDOR_MOCKS for key, value in mock.default_credentials.items()
-}
+__all__ = ["DEFAULT_CREDENTIALS", "DEFAULT_PORT", "VENDORS", "VENDOR_MOCKS", "MockVendors"]
 
 DEFAULT_PORT = 8025
-MAX_BODY_BYTES = 1024 * 1024
-# Oversized bodies are still read (and thrown away) up to this size before answering 413:
-# closing a socket with unread data makes the kernel send RST, and the client would see
-# "connection reset" instead of our 413.
-MAX_DRAIN_BYTES = 64 * 1024 * 1024
 MAX_LOG_RECORDS = 200_000
-MAX_HANG_SECONDS = 60.0
 RANDOM_SEED = 20240517
 
 _INJECTED = "injected"
@@ -90,179 +56,6 @@ _INJECTED = "injected"
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _format_retry_after(value: float | str) -> str:
-    if isinstance(value, str):
-        return value  # an HTTP date, passed through as given
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-# --------------------------------------------------------------------------- fault knobs
-# Knobs every vendor has; a vendor's own ones are its VendorMock.knobs.
-
-
-def _parse_fraction(value: Any) -> float:
-    if not is_number(value) or not 0 <= value <= 1:
-        raise ValueError("must be a number between 0 and 1")
-    return float(value)
-
-
-def _parse_non_negative(value: Any) -> float:
-    if not is_number(value) or value < 0:
-        raise ValueError("must be a non-negative number")
-    return float(value)
-
-
-def _parse_hang(value: Any) -> float:
-    # Bounded so a forgotten knob cannot wedge a suite for longer than a minute.
-    return min(_parse_non_negative(value), MAX_HANG_SECONDS)
-
-
-def _parse_status(value: Any) -> int:
-    if not is_int(value) or not 200 <= value <= 599:
-        raise ValueError("must be an HTTP status code between 200 and 599")
-    return int(value)
-
-
-def _parse_status_list(value: Any) -> list[int]:
-    if not isinstance(value, list):
-        raise ValueError("must be a list of HTTP status codes")
-    return [_parse_status(status) for status in value]
-
-
-def _parse_success_body(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError("must be a string (the raw body) or null")
-    if len(value.encode()) > MAX_BODY_BYTES:
-        raise ValueError(f"must be at most {MAX_BODY_BYTES} bytes")
-    return value
-
-
-def _parse_error_body(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError("must be a string (the raw body) or null")
-    # surrogatepass: a lone surrogate goes out as the bytes a broken vendor would send.
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
-        raise ValueError(f"must be at most {MAX_BODY_BYTES} bytes")
-    return value
-
-
-def _parse_retry_after(value: Any) -> float | str | None:
-    if value is None or is_text(value):
-        return cast("str | None", value)
-    return _parse_non_negative(value)
-
-
-_COMMON_KNOBS: dict[str, Callable[[Any], Any]] = {
-    "error_rate": _parse_fraction,
-    "error_status": _parse_status,
-    "latency_ms": _parse_non_negative,
-    "hang_seconds": _parse_hang,
-    "retry_after": _parse_retry_after,
-    "retry_after_count": parse_count,
-    "fail_next": _parse_status_list,
-    "success_body": _parse_success_body,
-    "error_body": _parse_error_body,
-}
-
-# Which vendors declare each vendor-only knob, so that setting one elsewhere reads as a typo.
-_KNOB_OWNERS: dict[str, frozenset[str]] = {
-    name: frozenset(owner.name for owner in VENDOR_MOCKS if name in owner.knobs)
-    for mock in VENDOR_MOCKS
-    for name in mock.knobs
-}
-
-
-@dataclass
-class _Faults:
-    vendor: type[VendorMock]
-    error_rate: float = 0.0
-    error_status: int = 500
-    latency_ms: float = 0.0
-    hang_seconds: float = 0.0
-    retry_after: float | str | None = None
-    retry_after_count: int = 1
-    retry_after_remaining: int = 0
-    fail_next: list[int] = field(default_factory=list)
-    success_body: str | None = None
-    error_body: str | None = None
-    own: dict[str, Any] = field(init=False)  # the vendor's own knobs, by name
-
-    def __post_init__(self) -> None:
-        self.own = {name: knob.default for name, knob in self.vendor.knobs.items()}
-
-    def _parser(self, name: str) -> Callable[[Any], Any]:
-        if name in _COMMON_KNOBS:
-            return _COMMON_KNOBS[name]
-        if name in self.vendor.knobs:
-            return self.vendor.knobs[name].parse
-        if name in _KNOB_OWNERS:
-            raise ValueError(f"fault knob {name!r} applies only to {sorted(_KNOB_OWNERS[name])}")
-        known = sorted({*_COMMON_KNOBS, *_KNOB_OWNERS})
-        raise ValueError(f"unknown fault knob {name!r}; known: {known}")
-
-    def update(self, knobs: dict[str, Any]) -> None:
-        """Validate every knob first, then apply them all: a bad knob changes nothing."""
-        parsed: dict[str, Any] = {}
-        for name, value in knobs.items():
-            parser = self._parser(name)
-            try:
-                parsed[name] = parser(value)
-            except ValueError as exc:
-                raise ValueError(f"fault knob {name!r} {exc}") from None
-        if "retry_after" in parsed and "retry_after_count" not in parsed:
-            # Each arming of retry_after covers its own count, default 1, not a stale one.
-            parsed["retry_after_count"] = 1
-        for name, value in parsed.items():
-            if name in _COMMON_KNOBS:
-                setattr(self, name, value)
-            else:
-                self.own[name] = value
-        if "retry_after_count" in parsed:
-            self.retry_after_remaining = (
-                self.retry_after_count if self.retry_after is not None else 0
-            )
-
-    def snapshot(self) -> dict[str, Any]:
-        own = {name: knob.show(self.own[name]) for name, knob in self.vendor.knobs.items()}
-        return {
-            "error_rate": self.error_rate,
-            "error_status": self.error_status,
-            "latency_ms": self.latency_ms,
-            "hang_seconds": self.hang_seconds,
-            "retry_after": self.retry_after,
-            "retry_after_count": self.retry_after_count,
-            "retry_after_remaining": self.retry_after_remaining,
-            "fail_next": list(self.fail_next),
-            "success_body": self.success_body,
-            "error_body": self.error_body,
-            **own,
-        }
-
-
-@dataclass
-class _Stats:
-    requests: int = 0
-    accepted: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
-    duplicates: int = 0
-    rate_limited: int = 0
-    discarded: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "accepted": self.accepted,
-            "by_status": dict(self.by_status),
-            "duplicates": self.duplicates,
-            "rate_limited": self.rate_limited,
-            "discarded": self.discarded,
-        }
 
 
 # --------------------------------------------------------------------------- the server
@@ -295,10 +88,10 @@ class MockVendors:
         self._epoch_ended = threading.Event()
         self._rng = random.Random(RANDOM_SEED)
         self._mocks: dict[str, VendorMock] = {mock.name: mock(self) for mock in VENDOR_MOCKS}
-        self._faults: dict[str, _Faults] = {}
+        self._faults: dict[str, Faults] = {}
         self._log: deque[dict[str, Any]] = deque(maxlen=MAX_LOG_RECORDS)
         self._seq = 0
-        self._stats: dict[str, _Stats] = {}
+        self._stats: dict[str, Stats] = {}
         self._seen: set[bytes] = set()  # digests of accepted (path, body) units
         self._reset_faults()
         self._reset_stats()
@@ -314,7 +107,7 @@ class MockVendors:
                 "POST": self._post_faults,
             },
         }
-        self._httpd = _Server((host, port), self)
+        self._httpd = MockHTTPServer((host, port), self._dispatch)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -442,15 +235,15 @@ class MockVendors:
         if not isinstance(clear, bool):
             raise ValueError("clear must be true or false")
         with self._lock:
-            target = _Faults(type(self._mocks[vendor])) if clear else self._faults[vendor]
+            target = Faults(type(self._mocks[vendor])) if clear else self._faults[vendor]
             target.update(faults)
             self._faults[vendor] = target
 
     def _reset_faults(self) -> None:  # caller holds the lock (or is __init__)
-        self._faults = {name: _Faults(type(mock)) for name, mock in self._mocks.items()}
+        self._faults = {name: Faults(type(mock)) for name, mock in self._mocks.items()}
 
     def _reset_stats(self) -> None:  # caller holds the lock (or is __init__)
-        self._stats = {name: _Stats() for name in self._mocks}
+        self._stats = {name: Stats() for name in self._mocks}
 
     def _clear(self, *, faults: bool) -> None:
         with self._lock:
@@ -563,7 +356,7 @@ class MockVendors:
                 return Reply(
                     429,
                     {"error": _INJECTED},
-                    headers={"Retry-After": _format_retry_after(faults.retry_after)},
+                    headers={"Retry-After": format_retry_after(faults.retry_after)},
                     fault="retry_after",
                 )
             if faults.error_rate > 0 and self._rng.random() < faults.error_rate:
@@ -666,198 +459,3 @@ class MockVendors:
             raise ValueError("vendor is required")
         self.set_faults(vendor, **knobs)
         return Reply(200, {"ok": True, "faults": self.faults()[vendor]})
-
-
-# --------------------------------------------------------------------------- HTTP plumbing
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a hung handler must never keep the process alive
-    request_queue_size = 1024  # benchmarks open many connections at once
-
-    def __init__(self, address: tuple[str, int], mock: MockVendors) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.mock = mock
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind() resolves the host's FQDN, which can stall for seconds
-        # without DNS; the name is never needed here.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that time out (hang fault) or drop connections are expected, not bugs.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the workers' connection pools expect
-    server_version = "eventrelay-mockvendors/1.0"
-    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle plus the
-    # client's delayed ACK adds ~40 ms to every keep-alive response.
-    disable_nagle_algorithm = True
-
-    def _serve(self) -> None:
-        arrived = time.time()
-        url = urlsplit(self.path)
-        raw_body, framing_error = self._read_body()
-        req = Request(
-            method=self.command,
-            raw_path=url.path,
-            query=dict(parse_qsl(url.query, keep_blank_values=True)),
-            headers=self._lower_headers(),
-            raw_body=raw_body,
-            ts=arrived,
-            framing_error=framing_error,
-        )
-        if framing_error is not None:
-            self.close_connection = True  # the stream position is no longer trustworthy
-        try:
-            reply = cast(_Server, self.server).mock._dispatch(req)
-        except Exception as exc:  # answer something rather than drop the connection
-            reply = Reply(500, {"error": f"mock server error: {exc!r}"})
-        if reply is None:  # a reset ended the request: it goes unanswered, like a lost one
-            self.close_connection = True
-            return
-        self._send(reply)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
-
-    def _lower_headers(self) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        for name, value in self.headers.items():
-            key = name.lower()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        return headers
-
-    def _read_body(self) -> tuple[bytes, tuple[int, str] | None]:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked()
-        header = self.headers.get("Content-Length")
-        if header is None:
-            return b"", None
-        try:
-            length = int(header)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            return b"", (400, "Invalid Content-Length header")
-        if length > MAX_BODY_BYTES:
-            if length <= MAX_DRAIN_BYTES:
-                self._discard(length)
-            return b"", (413, f"Request body larger than {MAX_BODY_BYTES} bytes")
-        return self.rfile.read(length), None
-
-    def _discard(self, length: int) -> None:
-        while length > 0:
-            chunk = self.rfile.read(min(length, 65536))
-            if not chunk:
-                return
-            length -= len(chunk)
-
-    def _read_chunked(self) -> tuple[bytes, tuple[int, str] | None]:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            try:
-                size = int(self.rfile.readline(65537).split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                return b"", (400, "Malformed chunked request body")
-            if size == 0:
-                while self.rfile.readline(65537).strip():  # optional trailers
-                    pass
-                break
-            total += size
-            if total > MAX_DRAIN_BYTES:
-                return b"", (413, f"Request body larger than {MAX_BODY_BYTES} bytes")
-            data = self.rfile.read(size)
-            self.rfile.readline()  # the CRLF closing the chunk
-            if total <= MAX_BODY_BYTES:
-                chunks.append(data)
-        if total > MAX_BODY_BYTES:
-            return b"", (413, f"Request body larger than {MAX_BODY_BYTES} bytes")
-        return b"".join(chunks), None
-
-    def _send(self, reply: Reply) -> None:
-        bodyless = reply.status in (204, 304)
-        if bodyless:
-            payload = b""
-        elif reply.raw_body is not None:
-            payload = reply.raw_body
-        else:
-            payload = b"" if reply.body is None else json.dumps(reply.body).encode()
-        try:
-            self.send_response(reply.status)
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            if payload:
-                self.send_header("Content-Type", "application/json")
-            if not bodyless:
-                self.send_header("Content-Length", str(len(payload)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            if payload and self.command != "HEAD":
-                self.wfile.write(payload)
-        except ConnectionError:
-            self.close_connection = True  # the client gave up (e.g. its timeout during a hang)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return  # quiet: suites and benchmarks send many thousands of requests
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def _env_lines(mock: MockVendors) -> Iterator[str]:
-    for name, value in mock.env().items():
-        yield f"export {name}={shlex.quote(value)}"
-
-
-def _titles() -> str:
-    """The registry in words, e.g. "Botsi, vtcdn, Infobip and Gravity Field"."""
-    *rest, last = (mock.title for mock in VENDOR_MOCKS)
-    return f"{', '.join(rest)} and {last}" if rest else last
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mockvendors",
-        description=f"Serve mock {_titles()} APIs for eventrelay.",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_PORT,
-        help="port, 0 picks a free one (default %(default)s)",
-    )
-    args = parser.parse_args(argv)
-    mock = MockVendors(host=args.host, port=args.port)
-    for line in _env_lines(mock):
-        print(line)
-    sys.stdout.flush()  # a parent process reads these lines before we block
-    print(f"mockvendors: serving on {mock.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        # shutdown() waits for the serve loop, which runs in this very thread: delegate it.
-        threading.Thread(target=mock.stop, daemon=True).start()
-
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, request_stop)
-    try:
-        mock.serve_forever()
-    finally:
-        mock.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
