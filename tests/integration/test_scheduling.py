@@ -236,6 +236,7 @@ def test_one_at_a_time_enqueues_share_messages_and_all_get_delivered(
 
 
 @pytest.mark.usefixtures("clean")
+@pytest.mark.serial  # how much of the replay went first is a race against the clock
 def test_fresh_events_are_not_stuck_behind_a_large_replay(
     mock_vendors: Any, logs_dir: Path, child_env: Any, cli: Any
 ) -> None:
