@@ -124,6 +124,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     # The doors: `import eventrelay` / `python -m eventrelay`, and `celery -A eventrelay.worker`.
     "eventrelay": {"ops", "producer", "worker/*.py"},
     "worker/__init__.py": {"engine"},
+    # The test kit for apps (a pytest plugin): drives the engine like a worker, in-process.
+    "testing": {"ops", "engine", "integrations", *BELOW_OPS},
     "dev": {"ops", "engine", "integrations", *BELOW_OPS},
     "ops": {"engine", "migrations", *BELOW_OPS},
     "engine": BELOW_OPS,
@@ -144,6 +146,8 @@ def _folder(module: str) -> str:
         return "models"
     if parts[:2] == ["eventrelay", "migrations"]:
         return "migrations"
+    if parts[:2] == ["eventrelay", "testing"]:
+        return "testing"
     if parts[:2] != ["eventrelay", "worker"]:
         return "eventrelay"
     if len(parts) == 2:
