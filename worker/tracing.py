@@ -142,6 +142,7 @@ class Attempt:
         self._result: SendResult | None = None
         attributes = _request_attributes(vendor, request, len(group))
         self._spans = []
+        masked_url: str | None = None
         for c in group:
             # A fresh context, not the thread's: the parent is the job's, or none (a root).
             parent = _propagator.extract(c.trace_context or {}, context=Context())
@@ -151,6 +152,9 @@ class Attempt:
                 kind=trace.SpanKind.CLIENT,
                 attributes={**attributes, **_delivery_attributes(c)},
             )
+            if span.is_recording():  # masking costs more than the rest: only for a real span
+                masked_url = masked_url or _masked_url(request.url)
+                span.set_attribute("url.full", masked_url)
             self._spans.append((c, span))
         carrier: dict[str, str] = {}
         first_claimed, first = self._spans[0]
@@ -210,7 +214,6 @@ def _request_attributes(vendor: Vendor, request: OutboundRequest, size: int) -> 
         "messaging.operation.type": "send",
         "messaging.destination.name": vendor.name,
         "http.request.method": request.method,
-        "url.full": _masked_url(request.url),
         "server.address": url.hostname or "",
         "eventrelay.vendor": vendor.name,
     }

@@ -263,3 +263,66 @@ def test_the_sec_migration_scrubs_gravityfield_rows_and_downgrades(empty_databas
     assert payloads() == after  # a removed secret is never put back
     upgrade(empty_database)
     assert payloads() == after
+
+
+def test_the_trace_context_migration_reaches_every_partition_and_downgrades(
+    empty_database: str,
+) -> None:
+    from eventrelay.models.base import LIVE, new_id, utcnow
+    from eventrelay.models.delivery import DELIVERIES
+
+    pg = empty_database.startswith("postgresql")
+    upgrade(empty_database, "0004")
+    now = utcnow()
+    engine = create_engine(empty_database)
+    with engine.begin() as conn:
+        for archived_at, status in ((LIVE, "pending"), (now, "delivered")):
+            conn.execute(
+                text(
+                    "INSERT INTO deliveries (id, archived_at, vendor, operation, payload, status, "
+                    "lane, attempts, window_started_at, window_base_attempts, next_attempt_at, "
+                    "created_at, updated_at) VALUES (:id, :at, 'vtcdn', 'send_event', '{}', "
+                    ":status, 'fresh', 0, :now, 0, :now, :now, :now)"
+                ).bindparams(
+                    id=new_id() if pg else new_id().hex, at=archived_at, status=status, now=now
+                )
+            )
+        if pg:  # a history partition made but not attached: maintenance cut short
+            conn.execute(
+                text(
+                    "CREATE TABLE deliveries_p20260101_000000 "
+                    "(LIKE deliveries INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                )
+            )
+    engine.dispose()
+
+    upgrade(empty_database)
+
+    engine = create_engine(empty_database)
+    with engine.begin() as conn:
+        assert [r.trace_context for r in conn.execute(select(DELIVERIES.c.trace_context))] == [
+            None,
+            None,
+        ]
+        if pg:
+            conn.execute(
+                text(
+                    "ALTER TABLE deliveries ATTACH PARTITION deliveries_p20260101_000000 "
+                    "FOR VALUES FROM ('2026-01-01 00:00+00') TO ('2026-01-02 00:00+00')"
+                )
+            )
+            lacking = conn.execute(
+                text(
+                    "SELECT c.relname FROM pg_class c WHERE c.relkind IN ('r', 'p') "
+                    "AND c.relname LIKE 'deliveries%' AND NOT EXISTS (SELECT 1 FROM "
+                    "pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'trace_context')"
+                )
+            ).all()
+            assert lacking == []
+    engine.dispose()
+    downgrade(empty_database, "0004")
+    engine = create_engine(empty_database)
+    assert "trace_context" not in {c["name"] for c in inspect(engine).get_columns("deliveries")}
+    engine.dispose()
+    upgrade(empty_database)
+    check(empty_database)

@@ -182,6 +182,37 @@ def test_without_an_active_span_nothing_is_stored_and_the_attempt_starts_a_trace
     assert report.sent_to("infobip")[0].headers["traceparent"] == traceparent(attempt.context)
 
 
+def test_a_request_of_several_jobs_has_an_attempt_span_in_each_jobs_trace_and_names_the_first(
+    eventrelay_outbox: Any, spans: Any
+) -> None:
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer("app")
+    enqueue("botsi", "create_profile", jobs.botsi_profile(user="u-1"))
+    with tracer.start_as_current_span("first") as first:
+        one = enqueue("botsi", "send_event", jobs.botsi_event(user="u-1", paywall=1))
+    with tracer.start_as_current_span("second") as second:
+        two = enqueue("botsi", "send_event", jobs.botsi_event(user="u-1", paywall=2))
+
+    report = eventrelay_outbox.drain()
+
+    profile_request, events_request = report.sent_to("botsi")
+    assert len(events_request.json) == 2  # one array, one request
+    by_delivery = {s.attributes["messaging.message.id"]: s for s in client_spans(spans)}
+    for receipt, parent in ((one, first), (two, second)):
+        span = by_delivery[str(receipt.delivery_id)]
+        assert span.context.trace_id == parent.get_span_context().trace_id
+        assert span.parent.span_id == parent.get_span_context().span_id
+        assert span.attributes["messaging.batch.message_count"] == 2
+        assert span.attributes["eventrelay.outcome"] == "delivered"
+    # The request names one span: its first job's.
+    assert events_request.headers["traceparent"] in {
+        traceparent(by_delivery[str(r.delivery_id)].context) for r in (one, two)
+    }
+    first_id = events_request.delivery_ids[0]
+    assert events_request.headers["traceparent"] == traceparent(by_delivery[str(first_id)].context)
+
+
 def test_traceparent_of_the_environment_is_the_trace_of_what_a_command_enqueues(
     eventrelay_outbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -280,6 +311,45 @@ def test_with_opentelemetry_on_the_same_run_imports_it_from_eventrelay(tmp_path:
     found = _after_a_delivery("on", tmp_path)
     assert "eventrelay.worker.tracing" in found["importers"]
     assert "opentelemetry.trace" in found["modules"]
+
+
+_API_WITHOUT_SDK = """
+import json, os
+from pathlib import Path
+from eventrelay.testing.outbox import open_outbox
+from eventrelay.worker.tracing import environment_context
+from tests.integration import jobs
+
+with open_outbox(Path(os.environ["FOLDER"])) as outbox:
+    from eventrelay import enqueue
+    with environment_context():
+        enqueue("infobip", "send_event", jobs.infobip_event())
+    report = outbox.drain({"infobip": [201]})
+    print(json.dumps(dict(report.sent_to("infobip")[0].headers)))
+"""
+
+
+def test_with_the_api_and_no_sdk_the_jobs_traceparent_is_passed_on_unchanged(
+    tmp_path: Path,
+) -> None:
+    """A worker that does not trace (no SDK set up) still passes the job's trace on, as W3C
+    asks of a party that does not take part."""
+    pytest.importorskip("opentelemetry.trace", reason="pip install -e '.[test]' brings the API")
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    run_env = {k: v for k, v in os.environ.items() if not k.startswith(("EVENTRELAY_", "OTEL_"))}
+    run_env.update(FOLDER=str(tmp_path), PYTHONPATH=str(ROOT), TRACEPARENT=parent)
+    run_env.update(TRACESTATE="ci=job-3", EVENTRELAY_BROKER_URL="redis://127.0.0.1:9/0")
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_API_WITHOUT_SDK)],
+        env=run_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    headers = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (headers["traceparent"], headers["tracestate"]) == (parent, "ci=job-3")
 
 
 def test_the_disabled_path_costs_a_few_hundred_nanoseconds_per_delivery(
