@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from eventrelay.models.base import utcnow
@@ -321,3 +322,38 @@ def test_a_second_drain_does_nothing_more(pump: Pump, caplog: pytest.LogCaptureF
     with caplog.at_level("INFO", logger="eventrelay.worker"):
         assert pump.drain(1.0) is first
     assert "drained" not in caplog.text
+
+
+def test_a_probe_whose_dependency_lookup_fails_is_given_back_and_the_next_row_probes(
+    pump: Pump, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(breaker, "OPEN_SECONDS", 0.3)
+    profile = enqueue("botsi", "create_profile", jobs.botsi_profile("u-lookup")).delivery_id
+    event = enqueue("botsi", "send_event", jobs.botsi_event("u-lookup")).delivery_id
+    with get_engine().begin() as conn:  # the profile is due a little later: the event probes
+        conn.execute(
+            update(Delivery)
+            .where(Delivery.id == profile)
+            .values(next_attempt_at=utcnow() + timedelta(seconds=2))
+        )
+    for _ in range(breaker.FAILURE_THRESHOLD):
+        breaker.record_failure("botsi", URL)
+    time.sleep(0.4)  # half-open
+    real = dispatcher_module.dependency_states
+    failed: list[bool] = []
+
+    def fails_once(*args: Any, **kwargs: Any) -> Any:
+        if not failed:
+            failed.append(True)
+            raise OperationalError("select", {}, Exception("server closed the connection"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dispatcher_module, "dependency_states", fails_once)
+    _offer_until(
+        pump,
+        "botsi",
+        lambda: _statuses([profile, event]).get("delivered") == 2,
+        15,
+        "the profile and its event to be delivered",
+    )
+    assert failed and breaker.state("botsi", URL) == "closed"
