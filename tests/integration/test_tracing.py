@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +26,7 @@ pytest.importorskip("opentelemetry.sdk", reason="pip install -e '.[test]' brings
 pytestmark = pytest.mark.usefixtures("clean")
 
 SETTINGS_MODULE = "tests.apps.django_project.settings"
-BIN = Path(__import__("sys").executable).parent
+BIN = Path(sys.executable).parent  # opentelemetry-instrument and eventrelay, as installed
 
 
 def _section(title: str) -> str:

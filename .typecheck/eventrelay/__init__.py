@@ -1,0 +1,1 @@
+../../eventrelay/__init__.py
