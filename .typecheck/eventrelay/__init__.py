@@ -1,1 +1,0 @@
-../../eventrelay/__init__.py
