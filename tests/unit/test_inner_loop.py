@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import REDIS_HOST
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -48,7 +50,7 @@ def test_without_services_integration_tests_skip_in_seconds_with_one_line() -> N
     assert len(skipped) == 2, result.stdout
     services, slow = sorted(skipped, key=lambda line: "slow" in line)
     assert "PostgreSQL unreachable at 127.0.0.1:5432" in services
-    assert "Redis unreachable at 127.0.0.1:6379" in services
+    assert f"Redis unreachable at {REDIS_HOST}" in services
     assert "--run-slow" in slow
     assert " passed" not in result.stdout.splitlines()[-1]
     assert elapsed < 30, f"skipping took {elapsed:.1f} s"
