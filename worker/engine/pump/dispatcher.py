@@ -302,8 +302,15 @@ class Dispatcher:
             waiting: list[Outcome] = []
             ready = apply_dependencies(rows, deps, waiting)
             claimed.settle(waiting)
-            for group in groups_of(vendor, ready):
+            groups = groups_of(vendor, ready)
+            for group in groups[: max(1, room)]:
                 self._start(claimed.take(group, probe=gate.probe))
+            if len(claimed):
+                # More requests than free slots: the rest is due again at once and claimed as
+                # slots free (the demand stays, whatever the claim's length said).
+                claimed.settle(release(claimed.rows, 0.0, None))
+                with self.cond:
+                    self.state(vendor_name).demand = True
             return gate.probe and claimed.sends > 0
 
     def _keep_rung(self, vendor_name: str) -> None:

@@ -57,10 +57,13 @@ class SentGroup:
 
 
 def claim_limit(vendor: Vendor, free_slots: int) -> int:
-    """Rows to claim for `free_slots` requests: one each. A claim of many due events of a
-    vendor that takes arrays still fills one array (up to CLAIM_MAX_ROWS), but a claim never
-    holds rows that must wait for a free slot."""
-    return max(1, min(CLAIM_MAX_ROWS, free_slots))
+    """Rows to claim for `free_slots` requests. A request of an operation that takes arrays
+    carries up to its batch size of rows, so a vendor with one claims that many per free slot
+    (up to CLAIM_MAX_ROWS): due events fill one array even while slow start allows a vendor
+    only a few requests. What a claim took beyond its slots' requests (single-row operations
+    of such a vendor) is given back due at once by the dispatcher, never sent past the cap."""
+    per_request = max(vendor.batch_sizes.values(), default=1)
+    return max(1, min(CLAIM_MAX_ROWS, free_slots * per_request))
 
 
 def groups_of(vendor: Vendor, claimed: Sequence[Claimed]) -> list[list[Claimed]]:
