@@ -77,7 +77,32 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if IN_CI else "d
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    stale = _stale_editable_install()
+    if stale:
+        pytest.exit(stale, returncode=4)
     bring_loopback_up()
+
+
+def _stale_editable_install() -> str | None:
+    """The modules of the checkout that the strict editable install (setup.cfg) does not link
+    yet: it lists the files it was installed with, so a module added since is not importable."""
+    import eventrelay
+
+    linked = [Path(p) for p in eventrelay.__path__ if "__editable__" in p]
+    if not linked:
+        return None
+    root = TESTS_DIR.parent
+    missing = []
+    for prefix, folder in (("worker", "worker"), ("models", "models"), ("migrations", "migrations")):
+        for path in (root / folder).rglob("*.py"):
+            if not (linked[0] / prefix / path.relative_to(root / folder)).exists():
+                missing.append(f"{folder}/{path.relative_to(root / folder)}")
+    if not missing:
+        return None
+    return (
+        f"the editable install predates {', '.join(sorted(missing)[:3])}"
+        f"{' ...' if len(missing) > 3 else ''}: run `pip install -e .` again"
+    )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
