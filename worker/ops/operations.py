@@ -306,37 +306,43 @@ def _known_vendor(vendor: str) -> None:
         )
 
 
+def circuit(vendor: str, redis_url: str | None) -> dict[str, Any]:
+    """The vendor's gate as `status --json` shows it: circuit, cooling_seconds_left,
+    parked_reason (all None without a Redis to read them from)."""
+    from eventrelay.worker.fleet import breaker
+
+    out: dict[str, Any] = {"circuit": None, "cooling_seconds_left": None, "parked_reason": None}
+    if redis_url:
+        try:
+            health = breaker.health(vendor, redis_url)
+        except Exception:
+            out["circuit"] = "unknown (redis unreachable)"
+        else:
+            out["circuit"] = health.state
+            out["cooling_seconds_left"] = health.cooling_seconds_left
+            out["parked_reason"] = health.parked_reason
+    return out
+
+
 def vendor_overview(conn: Connection, redis_url: str | None) -> list[dict[str, Any]]:
     """One row per vendor for consoles: circuit, parked reason, cooling left, backlog, age.
 
     `backlog` is pending plus delivering (live rows only, so it costs the same with any amount
     of history); circuit fields are None when Redis cannot be read.
     """
-    from eventrelay.worker.fleet import breaker
-
     rows = []
     for vendor, entry in sorted(status_counts(conn).items()):
         counts = entry["counts"]
-        row: dict[str, Any] = {
-            "vendor": vendor,
-            "circuit": None,
-            "parked_reason": None,
-            "cooling_seconds_left": None,
-            "backlog": counts[DeliveryStatus.PENDING.value]
-            + counts[DeliveryStatus.DELIVERING.value],
-            "dead": counts[DeliveryStatus.DEAD.value],
-            "oldest_pending_age_seconds": entry["oldest_pending_age_seconds"],
-        }
-        if redis_url:
-            try:
-                health = breaker.health(vendor, redis_url)
-            except Exception:
-                row["circuit"] = "unknown (redis unreachable)"
-            else:
-                row["circuit"] = health.state
-                row["parked_reason"] = health.parked_reason
-                row["cooling_seconds_left"] = health.cooling_seconds_left
-        rows.append(row)
+        rows.append(
+            {
+                "vendor": vendor,
+                **circuit(vendor, redis_url),
+                "backlog": counts[DeliveryStatus.PENDING.value]
+                + counts[DeliveryStatus.DELIVERING.value],
+                "dead": counts[DeliveryStatus.DEAD.value],
+                "oldest_pending_age_seconds": entry["oldest_pending_age_seconds"],
+            }
+        )
     return rows
 
 

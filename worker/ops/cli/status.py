@@ -33,7 +33,7 @@ def status(as_json: bool) -> None:
     from eventrelay.worker.engine.retention import describe
     from eventrelay.worker.engine.scheduler import queue_depths
     from eventrelay.worker.fleet.queues import vendor_queues
-    from eventrelay.worker.ops.operations import status_counts
+    from eventrelay.worker.ops.operations import circuit, status_counts
 
     settings = get_settings()
     with get_engine().connect() as conn:
@@ -107,24 +107,6 @@ def _retention_text(info: dict[str, Any]) -> str:
         )
     oldest = info["oldest_row_created_at"]
     return text + (f"; oldest row kept: {oldest[:19]}Z" if oldest else "; no rows")
-
-
-def circuit(vendor: str, redis_url: str | None) -> dict[str, Any]:
-    """The vendor's gate as `status --json` shows it: circuit, cooling_seconds_left, parked_reason
-    (all None without a Redis to read them from)."""
-    from eventrelay.worker.fleet import breaker
-
-    out: dict[str, Any] = {"circuit": None, "cooling_seconds_left": None, "parked_reason": None}
-    if redis_url:
-        try:
-            health = breaker.health(vendor, redis_url)
-        except Exception:
-            out["circuit"] = "unknown (redis unreachable)"
-        else:
-            out["circuit"] = health.state
-            out["cooling_seconds_left"] = health.cooling_seconds_left
-            out["parked_reason"] = health.parked_reason
-    return out
 
 
 def circuit_text(entry: dict[str, Any]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from eventrelay.worker.ops.cli.output import EXIT_INVALID, fail, print_json
-from eventrelay.worker.ops.cli.status import circuit, circuit_text
+from eventrelay.worker.ops.cli.status import circuit_text
 
 
 @click.group()
@@ -18,6 +18,7 @@ def vendors() -> None:
 def vendors_list(as_json: bool) -> None:
     """Registered vendors, their operations and circuit (cooling, parked, ...)."""
     from eventrelay.worker.config import get_settings
+    from eventrelay.worker.ops.operations import circuit
     from eventrelay.worker.vendors import VENDOR_CLASSES, broken_vendors
 
     data = {name: sorted(cls.operations) for name, cls in sorted(VENDOR_CLASSES.items())}
