@@ -101,6 +101,13 @@ class _Guarded:
     audit: Audit = staticmethod(_default_audit)
     guarded_actions: tuple[str, ...] = ()
 
+    def _use(self, can: Can | None, audit: Audit | None) -> None:
+        """The app's permission check and audit log, where given, instead of the defaults."""
+        if can is not None:
+            self.can = can
+        if audit is not None:
+            self.audit = audit
+
     def _require(self, name: str) -> None:
         if not self.can(name):
             abort(403)
@@ -166,10 +173,7 @@ class DeliveryView(_Guarded, ModelView):
         endpoint: str = "delivery",
         **kwargs: Any,
     ) -> None:
-        if can is not None:
-            self.can = can
-        if audit is not None:
-            self.audit = audit
+        self._use(can, audit)
         with warnings.catch_warnings():
             # Flask-Admin 2 would rather have Flask-SQLAlchemy's `db`; a plain session (ours,
             # on eventrelay's engine) is still how it works without Flask-SQLAlchemy.
@@ -339,10 +343,7 @@ class VendorsView(_Guarded, BaseView):
         endpoint: str = "vendors",
         **kwargs: Any,
     ) -> None:
-        if can is not None:
-            self.can = can
-        if audit is not None:
-            self.audit = audit
+        self._use(can, audit)
         self.session = session
         super().__init__(name=name, endpoint=endpoint, **kwargs)
 

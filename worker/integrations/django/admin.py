@@ -174,7 +174,21 @@ def _shown_payload(request: HttpRequest, payload: Any) -> str:
     return redact(text, limit=None)
 
 
-class AttemptInline(admin.TabularInline):
+class NoWrites:
+    """Rows change only through eventrelay's operations (the admin actions), never by a form,
+    whatever the user's permissions say."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class AttemptInline(NoWrites, admin.TabularInline):
     """The attempt history, newest first, read-only."""
 
     model = Attempt
@@ -194,31 +208,13 @@ class AttemptInline(admin.TabularInline):
     can_delete = False
     show_change_link = False
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Attempts come with the delivery: whoever may see it sees its history.
         return True
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(NoWrites, admin.ModelAdmin):
     """No add, change or delete, whatever the user's permissions say."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def _has(self, request: HttpRequest, action: str) -> bool:
         codename = get_permission_codename(action, self.opts)
