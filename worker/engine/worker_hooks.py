@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from celery.signals import (
-    task_postrun,
     task_prerun,
     worker_init,
     worker_process_init,
@@ -53,10 +52,10 @@ def _finish_in_flight(**_: Any) -> None:
     # pump has nothing to drain.
     from eventrelay.worker.engine.pump import drain_pump
 
+    shutdown.exiting()  # a later SIGTERM must not cut the drain short
     drain_pump()
 
 
-# A child's own SIGTERM waits for the task it runs (engine/shutdown.py).
+# A child's own SIGTERM waits until the child is between jobs (engine/shutdown.py).
 worker_process_init.connect(shutdown.in_pool_child)
 task_prerun.connect(shutdown.task_starting)
-task_postrun.connect(shutdown.task_finished)
