@@ -215,6 +215,9 @@ def _parse(value: str) -> Any:
     return datetime.fromisoformat(value)
 
 
+# Serial: VACUUM frees only what no open snapshot still sees, and beside a parallel test's
+# workers it freed too little twice in this project's CI runs.
+@pytest.mark.serial
 def test_the_live_partition_reuses_the_space_of_work_that_finished(engine: Engine) -> None:
     """Finished deliveries leave the live partition as dead row versions; the scheduler's
     vacuum lets the next ones reuse that space, so the partition stays the size of one round

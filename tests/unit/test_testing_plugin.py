@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 pytest_plugins = ["pytester"]
+# Each test runs a whole pytest session of an app (pytester): opt-in locally, run in CI.
+pytestmark = pytest.mark.slow
 
 APP_TEST = """
 from eventrelay import enqueue
