@@ -33,6 +33,8 @@ JOBS_PER_SECOND = 40
 LOAD_SECONDS = 8.0
 STOP_AFTER_SECONDS = 3.0
 DRAIN_LINE = re.compile(r"drained (\d+), left (\d+) to the lease")
+# A deliver task's result, as the worker logs it: how many requests its process's pump holds.
+IN_FLIGHT = re.compile(r"'in_flight': (\d+)")
 
 
 def _children(pid: int) -> list[int]:
@@ -129,7 +131,7 @@ def _rolling_restart(
     try:
         load = Load(name).start()
         time.sleep(STOP_AFTER_SECONDS)
-        _wait_in_flight()
+        _wait_in_flight(stopped)
         stop(stopped)
         try:
             stopped.popen.wait(45)
@@ -145,8 +147,19 @@ def _rolling_restart(
         stopped.stop()
 
 
-def _wait_in_flight() -> None:
-    wait_for(lambda: _count(Delivery.status == "delivering") >= 3, 10, 0.02, "requests in flight")
+def _wait_in_flight(proc: Proc | None = None) -> None:
+    """Requests in flight, and (with `proc`) some held by that worker: its last task result
+    in its log says how many its pump holds (beside another worker, it may hold none)."""
+
+    def holding() -> bool:
+        if _count(Delivery.status == "delivering") < 3:
+            return False
+        if proc is None:
+            return True
+        held = IN_FLIGHT.findall(proc.output())
+        return bool(held) and int(held[-1]) > 0
+
+    wait_for(holding, 10, 0.02, "requests in flight")
 
 
 def _sigterm_main(proc: Proc) -> None:
