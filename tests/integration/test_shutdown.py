@@ -105,8 +105,10 @@ def _assert_cost_nothing(mock_vendors: Any, emails: list[str], stopped: Proc) ->
     assert _count(Attempt.outcome == "lost", table=Attempt) == 0, "a lease had to expire"
     drains = [tuple(map(int, m)) for m in DRAIN_LINE.findall(stopped.output())]
     assert drains, f"no drain line in the stopped worker's log:\n{stopped.output()[-3000:]}"
+    # How many a drain finished depends on when the signal lands: the pump goes on sending
+    # what it holds while the main process stops, and may be between claims when its child
+    # exits. That nothing was sent twice and no lease expired (above) is what it must show.
     assert all(left == 0 for _, left in drains), drains
-    assert sum(drained for drained, _ in drains) > 0, drains  # it had work in flight
     # A child signalled in the middle of a task would make the main process log the task as
     # lost with a traceback, on every restart.
     assert "WorkerLostError" not in stopped.output(), stopped.output()[-3000:]
