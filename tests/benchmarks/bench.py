@@ -228,14 +228,60 @@ def children(pid: int) -> list[int]:
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) used so far by a process and its children that still run:
     a worker's main process and its pool children."""
-    ticks = 0
-    for p in [pid, *children(pid)]:
+    return sum(_process_cpu_seconds(p) for p in [pid, *children(pid)])
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (FileNotFoundError, IndexError, ValueError):
+        return 0.0
+
+
+# PostgreSQL's processes that work for every database: the WAL a commit writes, and the pages
+# it dirties, cost the server CPU outside the backend that committed.
+_PG_SHARED_PROCESSES = ("walwriter", "checkpointer", "background writer")
+
+
+def postgres_cpu_seconds(database: str) -> float:
+    """CPU time so far of PostgreSQL's work for `database`: the backends connected to it that
+    still run (a worker's pooled connections live through a measured window) and the server's
+    WAL writer, checkpointer and background writer (shared: other databases' writes count)."""
+    admin = create_engine(PG_ADMIN)
+    try:
+        with admin.connect() as conn:
+            data_dir = conn.execute(text("SHOW data_directory")).scalar_one()
+    finally:
+        admin.dispose()
+    try:
+        postmaster = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = 0.0
+    for pid in children(postmaster):
         try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-        except (FileNotFoundError, IndexError, ValueError):
-            pass
-    return ticks / os.sysconf("SC_CLK_TCK")
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if f" {database} " in title or title.rstrip().endswith(_PG_SHARED_PROCESSES):
+            total += _process_cpu_seconds(pid)
+    return total
+
+
+def redis_cpu_seconds(url: str) -> float:
+    """CPU time so far of the redis-server behind `url` (the whole server)."""
+    pid = int(redis.Redis.from_url(url).info("server")["process_id"])
+    return _process_cpu_seconds(pid)
+
+
+def use_redis(url: str) -> None:
+    """Point the benchmark (its workers, brokers and resets) at the Redis server `url`."""
+    global REDIS
+    REDIS = url
+    ENV["EVENTRELAY_BROKER_URL"] = f"{url}/{BROKER_DB}"
+    ENV["EVENTRELAY_REDIS_URL"] = f"{url}/{BROKER_DB}"
+    ENV["NAIVE_BROKER_URL"] = f"{url}/{NAIVE_DB}"
 
 
 def rss_mib(pid: int) -> float:
