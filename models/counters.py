@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import BigInteger, Connection, String, Table, select
+from sqlalchemy import BigInteger, Connection, String, Table, select, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from eventrelay.models.base import Base
 from eventrelay.models.delivery import AttemptOutcome
-from eventrelay.models.sql import dialect_insert
+from eventrelay.models.sql import batch_rows, dialect_insert
 
 
 class DeliveryCounter(Base):
@@ -48,11 +48,22 @@ def add_to_counters(conn: Connection, deltas: Mapping[tuple[str, str], int]) -> 
     if not rows:
         return
     stmt = dialect_insert(conn, DELIVERY_COUNTERS)
+    if conn.dialect.name == "postgresql":  # one statement, whatever the number of totals
+        totals = batch_rows(
+            "total",
+            (("vendor", String()), ("name", String()), ("value", BigInteger())),
+            [(r["vendor"], r["name"], r["value"]) for r in rows],
+        )
+        # WHERE true: without it PostgreSQL would read ON CONFLICT as a join's ON.
+        stmt = stmt.from_select(["vendor", "name", "value"], select(*totals.c).where(true()))
     stmt = stmt.on_conflict_do_update(
         index_elements=["vendor", "name"],
         set_={"value": DELIVERY_COUNTERS.c.value + stmt.excluded.value},
     )
-    conn.execute(stmt, rows)
+    if conn.dialect.name == "postgresql":
+        conn.execute(stmt)
+    else:
+        conn.execute(stmt, rows)
 
 
 def read_counters(conn: Connection) -> dict[tuple[str, str], int]:

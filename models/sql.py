@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, select
+from sqlalchemy import Connection, Select, Table, Text, bindparam, cast, func, select
+from sqlalchemy import column as sql_column
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.selectable import TableValuedAlias
+from sqlalchemy.types import TypeEngine
 
 
 def dialect_insert(conn: Connection, table: Table) -> Any:
@@ -42,3 +46,25 @@ def pick_locked(conn: Connection, query: Select[Any], name: str = "picked") -> S
     picked = query.with_for_update(skip_locked=True).cte(name)
     picked = picked.prefix_with("MATERIALIZED", dialect="postgresql")
     return select(*picked.c)
+
+
+def batch_rows(
+    name: str, columns: Sequence[tuple[str, TypeEngine[Any]]], rows: Sequence[Sequence[Any]]
+) -> TableValuedAlias:
+    """PostgreSQL: `rows` as a table to join, update from or insert from, sent as one JSON
+    parameter (`json_to_recordset(:rows) AS name(a type, b type, ...)`).
+
+    Why: a statement over a batch of rows is then the same text whatever the batch's size, so
+    SQLAlchemy compiles it once and psycopg prepares it on the server, and the rows travel as
+    one parameter. An `IN` list of 100 pairs is a new, long statement every time (parsed by
+    psycopg and planned by PostgreSQL each time); an executemany is a statement per row; one
+    array per column costs psycopg a Python call per element to adapt. JSON is encoded in C
+    (ids and times as their text, which PostgreSQL reads back exactly).
+    """
+    names = [column for column, _ in columns]
+    rows_json = [dict(zip(names, row, strict=True)) for row in rows]
+    payload = json.dumps(rows_json, default=str, ensure_ascii=False)
+    document = cast(bindparam(f"{name}_rows", payload, type_=Text()), postgresql.JSON)
+    table = func.json_to_recordset(document)
+    table = table.table_valued(*(sql_column(column, type_) for column, type_ in columns))
+    return table.render_derived(name=name, with_types=True)

@@ -3,6 +3,7 @@ recorded (cleaned), never refused by PostgreSQL, through a real worker and the r
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -57,6 +58,19 @@ def test_a_503_with_a_nul_and_a_lone_surrogate_is_retried_then_delivered(
     [raw, _] = attempts(second.delivery_id)
     # The surrogate's three bytes are not UTF-8: each became U+FFFD when the body was decoded.
     assert raw.status_code == 503 and raw.response_excerpt.startswith("upstream failed \ufffd")
+
+
+def test_a_vendors_words_in_any_script_are_kept_as_they_were_said(mock_vendors: Any) -> None:
+    # The recorder sends a batch's attempts to PostgreSQL as one JSON document: accents, emoji
+    # (outside the BMP), quotes and backslashes come back out exactly as the vendor sent them.
+    words = 'Café 🎉 "déjà" vu \\ 東京 Ünïcødé'
+    body = json.dumps({"errors": [{"message": words, "description": "x"}]}, ensure_ascii=False)
+    mock_vendors.set_faults("vtcdn", fail_next=[400], error_body=body)
+    receipt = jobs_enqueue()
+    row = wait_status(receipt.delivery_id, "dead", timeout=15)
+    assert row.reason == f"HTTP 400: {words}: x"
+    [attempt] = attempts(receipt.delivery_id)
+    assert attempt.response_excerpt == body
 
 
 def jobs_enqueue(email: str = "alex@example.com") -> Any:

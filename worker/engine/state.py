@@ -20,6 +20,11 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    Uuid,
     and_,
     case,
     exists,
@@ -41,7 +46,7 @@ from eventrelay.models.delivery import (
     DeliveryStatus,
     Lane,
 )
-from eventrelay.models.sql import pick_locked
+from eventrelay.models.sql import batch_rows, pick_locked
 
 log = logging.getLogger("eventrelay.worker")
 
@@ -315,7 +320,7 @@ def record(
             done.zombies.append(o)
     history = [o for o in done.applied if o.kind is not None]
     if history:
-        conn.execute(insert(ATTEMPTS), [_attempt_row(o, now) for o in history])
+        _insert_attempts(conn, history, now)
     woken_from = [
         o.claimed.id
         for o in done.applied
@@ -372,7 +377,26 @@ def _log_hook_failure(o: Outcome) -> None:
 def _finish_delivered(
     conn: Connection, outcomes: Sequence[Outcome], now: datetime
 ) -> set[uuid.UUID]:
-    # One statement for the whole batch: the common case must stay cheap.
+    """Mark delivered what is still ours (id and attempt match); the ids that were. One
+    statement for the whole batch: the common case must stay cheap."""
+    if conn.dialect.name == "postgresql":
+        done = batch_rows(
+            "done",
+            (("id", Uuid()), ("attempts", Integer()), ("status_code", Integer())),
+            [(o.claimed.id, o.claimed.attempt, o.status_code) for o in outcomes],
+        )
+        rows = conn.execute(
+            update(DELIVERIES)
+            .where(
+                DELIVERIES.c.id == done.c.id,
+                DELIVERIES.c.attempts == done.c.attempts,
+                IS_LIVE,
+                DELIVERIES.c.status == DeliveryStatus.DELIVERING,
+            )
+            .values(_delivered_values(now, done.c.status_code))
+            .returning(DELIVERIES.c.id)
+        ).all()
+        return {r.id for r in rows}
     by_status: dict[int | None, list[Outcome]] = {}
     for o in outcomes:
         by_status.setdefault(o.status_code, []).append(o)
@@ -387,20 +411,24 @@ def _finish_delivered(
                 IS_LIVE,
                 DELIVERIES.c.status == DeliveryStatus.DELIVERING,
             )
-            .values(
-                # Moves the row into history: on PostgreSQL, into the partition of `now`.
-                archived_at=now,
-                status=DeliveryStatus.DELIVERED,
-                lease_expires_at=None,
-                reason=None,
-                last_status_code=status_code,
-                finished_at=now,
-                updated_at=now,
-            )
+            .values(_delivered_values(now, status_code))
             .returning(DELIVERIES.c.id)
         ).all()
         won.update(r.id for r in rows)
     return won
+
+
+def _delivered_values(now: datetime, status_code: Any) -> dict[str, Any]:
+    return {
+        # Moves the row into history: on PostgreSQL, into the partition of `now`.
+        "archived_at": now,
+        "status": DeliveryStatus.DELIVERED,
+        "lease_expires_at": None,
+        "reason": None,
+        "last_status_code": status_code,
+        "finished_at": now,
+        "updated_at": now,
+    }
 
 
 def _finish_one(conn: Connection, o: Outcome, now: datetime) -> bool:
@@ -464,13 +492,40 @@ def _release_until(o: Outcome, now: datetime) -> Any:
     return case((delivered, now), else_=until)
 
 
+# The attempt row's columns, with their types as PostgreSQL arrays (`_insert_attempts`).
+_ATTEMPT_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("id", Uuid()),
+    ("archived_at", DateTime(timezone=True)),
+    ("delivery_id", Uuid()),
+    ("number", Integer()),
+    ("outcome", String()),
+    ("started_at", DateTime(timezone=True)),
+    ("duration_ms", Integer()),
+    ("status_code", Integer()),
+    ("error_class", String()),
+    ("response_excerpt", Text()),
+)
+
+
+def _insert_attempts(conn: Connection, history: Sequence[Outcome], now: datetime) -> None:
+    rows = [_attempt_row(o, now) for o in history]
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(ATTEMPTS), rows)
+        return
+    names = [name for name, _ in _ATTEMPT_COLUMNS]
+    attempts = batch_rows(
+        "attempt", _ATTEMPT_COLUMNS, [[row[name] for name in names] for row in rows]
+    )
+    conn.execute(insert(ATTEMPTS).from_select(names, select(*attempts.c)))
+
+
 def _attempt_row(o: Outcome, now: datetime) -> dict[str, Any]:
     return {
         "id": new_id(),
         "archived_at": now if o.kind is AttemptOutcome.DELIVERED else LIVE,
         "delivery_id": o.claimed.id,
         "number": o.claimed.attempt,
-        "outcome": o.kind,
+        "outcome": str(o.kind),
         "started_at": o.started_at,
         "duration_ms": o.duration_ms,
         "status_code": o.status_code,
