@@ -65,6 +65,8 @@ def batch_rows(
     rows_json = [dict(zip(names, row, strict=True)) for row in rows]
     payload = json.dumps(rows_json, default=str, ensure_ascii=False)
     document = cast(bindparam(f"{name}_rows", payload, type_=Text()), postgresql.JSON)
-    table = func.json_to_recordset(document)
-    table = table.table_valued(*(sql_column(column, type_) for column, type_ in columns))
-    return table.render_derived(name=name, with_types=True)
+    table = func.json_to_recordset(document).table_valued(
+        *(sql_column(column, type_) for column, type_ in columns)
+    )
+    derived: TableValuedAlias = table.render_derived(name=name, with_types=True)
+    return derived
