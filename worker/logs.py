@@ -17,6 +17,13 @@ attempt_log = logging.getLogger("eventrelay.attempt")
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
+def _redacted_message(record: logging.LogRecord) -> str:
+    """The record's message with secrets and personal data masked, unless the code that
+    logged it built it from safe fields and redacted parts (`_redacted`, the attempt line)."""
+    message = record.getMessage()
+    return message if getattr(record, "_redacted", False) else redact(message, None)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; the `extra=` fields become top-level keys."""
 
@@ -25,7 +32,7 @@ class JsonFormatter(logging.Formatter):
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": redact(record.getMessage(), None),
+            "message": _redacted_message(record),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
@@ -39,7 +46,7 @@ class RedactingFormatter(logging.Formatter):
     """Plain lines; the message and any traceback are redacted, the timestamp is not."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
-        record.message = redact(record.message, None)
+        record.message = _redacted_message(record)
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:  # noqa: N802
@@ -61,9 +68,17 @@ def configure(json_lines: bool = False, level: int = logging.INFO) -> None:
 
 
 def log_attempt(o: Outcome) -> None:
-    """The line operators grep: delivery, vendor, operation, attempt, outcome, status, time."""
+    """The line operators grep: delivery, vendor, operation, attempt, outcome, status, time.
+
+    Built only when its level is on. Its fields are ids, registered names and numbers, and the
+    reason is redacted here once, so the formatters do not scan the line again (`_redacted`).
+    """
+    delivered = o.kind is not None and str(o.kind) == "delivered"
+    level = logging.INFO if delivered else logging.WARNING
+    if not attempt_log.isEnabledFor(level):
+        return
     c = o.claimed
-    fields = {
+    fields: dict[str, Any] = {
         "delivery_id": str(c.id),
         "vendor": c.vendor,
         "operation": c.operation,
@@ -71,13 +86,14 @@ def log_attempt(o: Outcome) -> None:
         "outcome": str(o.kind),
         "status_code": o.status_code,
         "duration_ms": o.duration_ms,
+        "_redacted": True,
     }
     message = (
         f"delivery {c.id} vendor={c.vendor} op={c.operation} attempt={c.attempt} "
         f"outcome={o.kind} status={o.status_code} duration_ms={o.duration_ms}"
     )
-    if o.reason and o.kind is not None and str(o.kind) != "delivered":
-        fields["reason"] = redact(o.reason)
-        message += f" reason={redact(o.reason)!r}"
-    level = logging.INFO if str(o.kind) == "delivered" else logging.WARNING
+    if o.reason and o.kind is not None and not delivered:
+        reason = redact(o.reason)
+        fields["reason"] = reason
+        message += f" reason={reason!r}"
     attempt_log.log(level, message, extra=fields)

@@ -86,3 +86,42 @@ def test_log_lines_keep_their_timestamp_and_mask_the_message() -> None:
     line = formatter.format(record)
     assert "ana@example.com" not in line and "a***@example.com" in line
     assert line[:4].isdigit() and "[phone]" not in line and "[ip]" not in line
+
+
+def test_the_attempt_line_is_exact_and_its_reason_masked_once_in_plain_lines() -> None:
+    import io
+    import logging
+    import uuid
+    from datetime import UTC, datetime
+
+    from eventrelay.models.delivery import AttemptOutcome, Lane
+    from eventrelay.worker.engine.state import Claimed, Outcome
+    from eventrelay.worker.logs import RedactingFormatter, log_attempt
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("eventrelay.attempt")
+    logger.addHandler(handler)
+    old_level = logger.level
+    try:
+        claimed = Claimed(
+            uuid.uuid4(), "vtcdn", "send_event", {}, 2, datetime.now(UTC), 0, None, Lane.RETRY
+        )
+        logger.setLevel(logging.WARNING)  # delivered lines are INFO: not built, not written
+        log_attempt(Outcome(claimed, AttemptOutcome.DELIVERED, status_code=200, duration_ms=7))
+        assert stream.getvalue() == ""
+        logger.setLevel(logging.INFO)
+        log_attempt(Outcome(claimed, AttemptOutcome.DELIVERED, status_code=200, duration_ms=7))
+        log_attempt(
+            Outcome(claimed, AttemptOutcome.RETRY, status_code=503, duration_ms=9, reason="a@b.io")
+        )
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert stream.getvalue().splitlines() == [
+        f"INFO delivery {claimed.id} vendor=vtcdn op=send_event attempt=2 outcome=delivered "
+        "status=200 duration_ms=7",
+        f"WARNING delivery {claimed.id} vendor=vtcdn op=send_event attempt=2 outcome=retry "
+        "status=503 duration_ms=9 reason='a***@b.io'",
+    ]
