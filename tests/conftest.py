@@ -93,7 +93,11 @@ def _stale_editable_install() -> str | None:
         return None
     root = TESTS_DIR.parent
     missing = []
-    for prefix, folder in (("worker", "worker"), ("models", "models"), ("migrations", "migrations")):
+    for prefix, folder in (
+        ("worker", "worker"),
+        ("models", "models"),
+        ("migrations", "migrations"),
+    ):
         for path in (root / folder).rglob("*.py"):
             if not (linked[0] / prefix / path.relative_to(root / folder)).exists():
                 missing.append(f"{folder}/{path.relative_to(root / folder)}")

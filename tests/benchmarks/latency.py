@@ -250,8 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="use EVENTRELAY_BENCH_REDIS instead of a private redis-server (its CPU is shared)",
     )
+    parser.add_argument(
+        "--only", help="comma-separated contenders to run (ceiling, eventrelay, plain_...)"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench-results"))
     args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
     n = args.jobs or (300 if args.smoke else 3000)
     seconds = 4.0 if args.smoke else 20.0
     latencies = (
@@ -285,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             if latency == 0:  # the floor: at a latency it would only measure the latency
                 runners.insert(0, ("ceiling", lambda r: run_ceiling(n, fleet.concurrency, r)))
             for name, runner in runners:
+                if only is not None and name not in only:
+                    continue
                 _clear_backlog()
                 mock_reset()
                 requests.post(

@@ -220,7 +220,7 @@ def _fails_once(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[
     ("role", "owner", "name"),
     [
         ("dispatch", dispatcher_module.Dispatcher, "_pick"),
-        ("record", recorder_module.Recorder, "_gather"),
+        ("record", recorder_module.Inbox, "gather"),
         ("heartbeat", heartbeat_module.Heartbeat, "beat"),
         ("send", dispatcher_module, "send_group"),
     ],

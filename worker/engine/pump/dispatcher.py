@@ -406,6 +406,10 @@ class Dispatcher:
         finally:
             with self.cond:
                 st = self.state(send.vendor)
+                # The dispatcher waits for a slot only when none was free (for the vendor or
+                # the process): a slot freed beside others is seen at its next look, within
+                # CLAIM_GATHER_SECONDS, without a thread switch for every answer.
+                was_full = st.room() <= 0 or self._total >= self.max_in_flight
                 st.inflight -= 1
                 self._total -= 1
                 if sent is not None:
@@ -420,7 +424,8 @@ class Dispatcher:
                         st.blocked_until = time.monotonic() + sent.pause_seconds
                 if send.probe:
                     st.probing = False
-                self.cond.notify_all()
+                if was_full or not st.inflight or send.probe or sent is None or not sent.succeeded:
+                    self.cond.notify_all()
             if send.probe and (sent is None or not sent.reached_vendor) and self.redis_url:
                 best_effort(
                     "give the probe back", breaker.give_back_probe, send.vendor, self.redis_url

@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -166,8 +165,50 @@ def log_recorded(result: Recorded) -> None:
         )
 
 
+class Inbox:
+    """Outcomes waiting for the recorder, gathered into batches.
+
+    The recorder is woken when the first outcome of a batch arrives and when a batch is full,
+    not for every outcome in between (a queue's `get` would wake it once per answer: a thread
+    switch per delivery, paid in CPU by the whole process).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._items: list[Outcome] = []
+        self._since = 0.0  # when the oldest waiting outcome arrived (monotonic)
+
+    def put(self, outcomes: Sequence[Outcome]) -> None:
+        with self._cond:
+            before = len(self._items)
+            if not before:
+                self._since = time.monotonic()
+            self._items.extend(outcomes)
+            if not before or before < RECORD_MAX_OUTCOMES <= len(self._items):
+                self._cond.notify()
+
+    def gather(self, idle_seconds: float) -> list[Outcome]:
+        """The next batch: what arrived within RECORD_EVERY_SECONDS of its oldest outcome, up
+        to RECORD_MAX_OUTCOMES; [] if nothing came within `idle_seconds`."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(idle_seconds)
+                if not self._items:
+                    return []
+            deadline = self._since + RECORD_EVERY_SECONDS
+            while len(self._items) < RECORD_MAX_OUTCOMES:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            batch = self._items[:RECORD_MAX_OUTCOMES]
+            del self._items[:RECORD_MAX_OUTCOMES]
+            self._since = time.monotonic()  # what is left waits one more interval at most
+            return batch
+
+
 class Recorder:
-    """The recorder role: one loop, one queue of outcomes in."""
+    """The recorder role: one loop, one inbox of outcomes."""
 
     def __init__(
         self,
@@ -178,41 +219,22 @@ class Recorder:
         self._ledger = ledger
         self._stopped = stopped
         self._recorded = recorded  # told after each batch, with the vendors it woke work of
-        self._outcomes: queue.Queue[list[Outcome]] = queue.Queue()
+        self._inbox = Inbox()
         # How long the oldest outcome of each recent batch waited for its commit (seconds).
         self.lags: collections.deque[float] = collections.deque(maxlen=LAGS_KEPT)
 
     def submit(self, outcomes: Sequence[Outcome]) -> None:
         if outcomes:
             self._ledger.decided(outcomes)
-            self._outcomes.put(list(outcomes))
+            self._inbox.put(outcomes)
 
     def loop(self) -> None:
         while True:
-            batch = self._gather()
-            if batch is None:
-                return
+            batch = self._inbox.gather(idle_seconds=0.2)
             if batch:
                 self._record(batch)
-
-    def _gather(self) -> list[Outcome] | None:
-        """The next batch: what arrives within RECORD_EVERY_SECONDS of its first outcome, up
-        to RECORD_MAX_OUTCOMES; [] when nothing came, None once stopped and empty."""
-        try:
-            first = self._outcomes.get(timeout=0.2)
-        except queue.Empty:
-            return None if self._stopped.is_set() else []
-        batch = list(first)
-        deadline = time.monotonic() + RECORD_EVERY_SECONDS
-        while len(batch) < RECORD_MAX_OUTCOMES:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.extend(self._outcomes.get(timeout=remaining))
-            except queue.Empty:
-                break
-        return batch
+            elif self._stopped.is_set():
+                return
 
     def lag_ms(self) -> dict[str, float]:
         """The recent batches' lag, for `stats()` (Flower shows it with each deliver task)."""
