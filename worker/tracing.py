@@ -122,8 +122,35 @@ def start_attempt(
     """
     if not (_enabled or (_enabled is None and enabled())):
         return request, UNTRACED
+    if not _sdk_installed():
+        # The API alone (a library pulled it in, no SDK set up): every span would be a no-op,
+        # so none is made; the job's context is passed on unchanged, as W3C asks of a party
+        # that does not trace.
+        return _passed_on(request, group[0].trace_context), UNTRACED
     traced = Attempt(vendor, group, request)
     return traced.request, traced
+
+
+def _sdk_installed() -> bool:
+    """Whether spans would record: a tracer provider other than the API's placeholders is set
+    (asked at each attempt: an app may set its provider after the worker's first request)."""
+    from opentelemetry import trace
+
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
+def _passed_on(request: OutboundRequest, stored: Mapping[str, str] | None) -> OutboundRequest:
+    """`request` with the job's stored trace context (read and written as W3C's own)."""
+    if not stored:
+        return request
+    from opentelemetry.context import Context
+
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=_propagator.extract(stored, Context()))
+    if not carrier:
+        return request
+    return dataclasses.replace(request, headers={**request.headers, **carrier})
 
 
 class Attempt:
@@ -156,21 +183,13 @@ class Attempt:
                 masked_url = masked_url or _masked_url(request.url)
                 span.set_attribute("url.full", masked_url)
             self._spans.append((c, span))
-        carrier: dict[str, str] = {}
         first_claimed, first = self._spans[0]
         if first.get_span_context().is_valid:
+            carrier: dict[str, str] = {}
             _propagator.inject(carrier, context=trace.set_span_in_context(first))
-        elif first_claimed.trace_context:
-            # No span of ours (API without an SDK): pass the job's context on unchanged, as
-            # W3C asks of a party that does not trace.
-            _propagator.inject(
-                carrier, context=_propagator.extract(first_claimed.trace_context, Context())
-            )
-        self.request = (
-            dataclasses.replace(request, headers={**request.headers, **carrier})
-            if carrier
-            else request
-        )
+            self.request = dataclasses.replace(request, headers={**request.headers, **carrier})
+        else:  # no span of ours after all (a provider that makes none): as without an SDK
+            self.request = _passed_on(request, first_claimed.trace_context)
 
     def answered(self, result: SendResult) -> SendResult:
         """Note the vendor's answer (its time ends the spans) and return it."""
