@@ -135,3 +135,61 @@ def test_a_forked_child_has_a_watchdog_of_its_own() -> None:
         os.waitpid(pid, 0)
         raise AssertionError("the child hung on its parent's watchdog lock")
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.fixture
+def answering_server() -> Iterator[tuple[str, list[bytes]]]:
+    """Answers 200 to each request on a connection; keeps the bytes each request came in."""
+    received: list[bytes] = []
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            conn.settimeout(GIVE_UP_SECONDS)
+            while data := conn.recv(65536):
+                while b"\r\n\r\n" in data and len(data) < _length(data):
+                    data += conn.recv(65536)
+                received.append(data)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                threading.Thread(target=answer, args=(server.accept()[0],), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", received
+    server.close()
+
+
+def _length(data: bytes) -> int:
+    head, _, _ = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return len(head) + 4 + int(line.split(b":")[1])
+    return len(data)
+
+
+def test_a_requests_head_and_body_go_out_in_one_write_and_arrive_whole(
+    answering_server: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One write a request, not urllib3's two (head, then body): a system call and a packet
+    # fewer, and no second GIL hand-off for the sender thread.
+    base, received = answering_server
+    writes: list[bytes] = []
+    real_sendall = socket.socket.sendall
+
+    def counted(sock: socket.socket, data: Any, *args: Any) -> None:
+        if not bytes(data).startswith(b"HTTP/1.1 "):  # the client's, not the server's answers
+            writes.append(bytes(data))
+        real_sendall(sock, data, *args)
+
+    monkeypatch.setattr(socket.socket, "sendall", counted)
+    for _ in range(2):  # a new connection, then a kept-alive one
+        _, result = _send(base)
+        assert result.verdict is Verdict.DELIVERED
+    assert len(writes) == 2
+    for write, request in zip(writes, received, strict=True):
+        head, _, body = write.partition(b"\r\n\r\n")
+        assert head.startswith(b"POST /") and b"Content-Length: %d" % len(body) in head
+        assert write == request and body.startswith(b'{"sec"')

@@ -131,16 +131,44 @@ def _note(conn: Any) -> None:
         deadline.note(conn)
 
 
-class _HTTPConnection(HTTPConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _note(self)
-        super().request(*args, **kwargs)
+# A vendor request's body up to this size goes out in the same write as its head.
+ONE_WRITE_MAX_BODY_BYTES = 64 * 1024
 
 
-class _HTTPSConnection(HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
+class _OneWrite(HTTPConnection):
+    """A request's head and body in one write: urllib3 sends them in two, which costs the
+    worker a second system call (each releases the GIL, and with many sender threads getting
+    it back is a thread switch) and the vendor a second packet to read."""
+
+    _held: bytes | None = None
+    _holding = False
+
+    def request(self, method: str, url: str, body: Any = None, *args: Any, **kwargs: Any) -> None:
         _note(self)
-        super().request(*args, **kwargs)
+        self._holding = isinstance(body, bytes) and 0 < len(body) <= ONE_WRITE_MAX_BODY_BYTES
+        self._held = None
+        try:
+            super().request(method, url, body, *args, **kwargs)
+        finally:
+            held, self._held, self._holding = self._held, None, False
+        if held is not None:  # no body followed the head after all
+            super().send(held)
+
+    def send(self, data: Any) -> None:
+        if self._holding:
+            if self._held is None:
+                self._held = bytes(data)  # the head: wait for the body
+                return
+            data, self._held, self._holding = self._held + bytes(data), None, False
+        super().send(data)
+
+
+class _HTTPConnection(_OneWrite):
+    pass
+
+
+class _HTTPSConnection(_OneWrite, HTTPSConnection):
+    pass
 
 
 class _HTTPPool(HTTPConnectionPool):
