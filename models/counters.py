@@ -6,19 +6,21 @@ deliveries is a scan of every one of them, and retention removes rows the totals
 
 from __future__ import annotations
 
+import functools
 import uuid
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import BigInteger, Connection, String, Table, select, true
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Mapped, mapped_column
 
 from eventrelay.models.base import Base
 from eventrelay.models.delivery import AttemptOutcome
-from eventrelay.models.sql import batch_rows, dialect_insert
+from eventrelay.models.sql import BatchRows, dialect_insert
 
 
 class DeliveryCounter(Base):
@@ -47,23 +49,32 @@ def add_to_counters(conn: Connection, deltas: Mapping[tuple[str, str], int]) -> 
     ]
     if not rows:
         return
-    stmt = dialect_insert(conn, DELIVERY_COUNTERS)
     if conn.dialect.name == "postgresql":  # one statement, whatever the number of totals
-        totals = batch_rows(
-            "total",
-            (("vendor", String()), ("name", String()), ("value", BigInteger())),
-            [(r["vendor"], r["name"], r["value"]) for r in rows],
-        )
-        # WHERE true: without it PostgreSQL would read ON CONFLICT as a join's ON.
-        stmt = stmt.from_select(["vendor", "name", "value"], select(*totals.c).where(true()))
+        statement, totals = _add_statement()
+        conn.execute(statement, totals.values([(r["vendor"], r["name"], r["value"]) for r in rows]))
+        return
+    stmt = dialect_insert(conn, DELIVERY_COUNTERS)
     stmt = stmt.on_conflict_do_update(
         index_elements=["vendor", "name"],
         set_={"value": DELIVERY_COUNTERS.c.value + stmt.excluded.value},
     )
-    if conn.dialect.name == "postgresql":
-        conn.execute(stmt)
-    else:
-        conn.execute(stmt, rows)
+    conn.execute(stmt, rows)
+
+
+@functools.cache
+def _add_statement() -> tuple[Any, BatchRows]:
+    """PostgreSQL: adding a batch of deltas to the totals, built once (see BatchRows)."""
+    totals = BatchRows("total", (("vendor", String()), ("name", String()), ("value", BigInteger())))
+    stmt = postgresql.insert(DELIVERY_COUNTERS).from_select(
+        # WHERE true: without it PostgreSQL would read ON CONFLICT as a join's ON.
+        totals.names,
+        select(*totals.table.c).where(true()),
+    )
+    statement = stmt.on_conflict_do_update(
+        index_elements=["vendor", "name"],
+        set_={"value": DELIVERY_COUNTERS.c.value + stmt.excluded.value},
+    )
+    return statement, totals
 
 
 def read_counters(conn: Connection) -> dict[tuple[str, str], int]:

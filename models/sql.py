@@ -41,32 +41,42 @@ def pick_locked(conn: Connection, query: Select[Any], name: str = "picked") -> S
     statement itself has just locked, so it picks new ones: a claim limited to n rows can take
     every due row (docs/decisions.md). A MATERIALIZED CTE is evaluated exactly once.
     """
-    if conn.dialect.name != "postgresql":
+    return pick_locked_in(conn.dialect.name, query, name)
+
+
+def pick_locked_in(dialect: str, query: Select[Any], name: str = "picked") -> Select[Any]:
+    """`pick_locked` for a statement built once per dialect (`dialect`: its name)."""
+    if dialect != "postgresql":
         return query
     picked = query.with_for_update(skip_locked=True).cte(name)
     picked = picked.prefix_with("MATERIALIZED", dialect="postgresql")
     return select(*picked.c)
 
 
-def batch_rows(
-    name: str, columns: Sequence[tuple[str, TypeEngine[Any]]], rows: Sequence[Sequence[Any]]
-) -> TableValuedAlias:
-    """PostgreSQL: `rows` as a table to join, update from or insert from, sent as one JSON
-    parameter (`json_to_recordset(:rows) AS name(a type, b type, ...)`).
+class BatchRows:
+    """PostgreSQL: a batch of rows as a table to join, update from or insert from, sent as one
+    JSON parameter (`json_to_recordset(:name_rows) AS name(a type, b type, ...)`).
 
-    Why: a statement over a batch of rows is then the same text whatever the batch's size, so
-    SQLAlchemy compiles it once and psycopg prepares it on the server, and the rows travel as
-    one parameter. An `IN` list of 100 pairs is a new, long statement every time (parsed by
-    psycopg and planned by PostgreSQL each time); an executemany is a statement per row; one
-    array per column costs psycopg a Python call per element to adapt. JSON is encoded in C
-    (ids and times as their text, which PostgreSQL reads back exactly).
+    Why: a statement over a batch is then the same text whatever the batch's size, so it is
+    built once (`table` in a statement kept by the caller), compiled once, and prepared on the
+    server by psycopg, and the rows travel as one parameter (`values(rows)`). An `IN` list of
+    100 pairs is a new, long statement every time (parsed by psycopg and planned by PostgreSQL
+    each time); an executemany is a statement per row; one array per column costs psycopg a
+    Python call per element to adapt. JSON is encoded in C (ids and times as their text, which
+    PostgreSQL reads back exactly).
     """
-    names = [column for column, _ in columns]
-    rows_json = [dict(zip(names, row, strict=True)) for row in rows]
-    payload = json.dumps(rows_json, default=str, ensure_ascii=False)
-    document = cast(bindparam(f"{name}_rows", payload, type_=Text()), postgresql.JSON)
-    table = func.json_to_recordset(document).table_valued(
-        *(sql_column(column, type_) for column, type_ in columns)
-    )
-    derived: TableValuedAlias = table.render_derived(name=name, with_types=True)
-    return derived
+
+    def __init__(self, name: str, columns: Sequence[tuple[str, TypeEngine[Any]]]) -> None:
+        self.parameter = f"{name}_rows"
+        self.names = [column for column, _ in columns]
+        document = cast(bindparam(self.parameter, type_=Text()), postgresql.JSON)
+        table = func.json_to_recordset(document).table_valued(
+            *(sql_column(column, type_) for column, type_ in columns)
+        )
+        self.table: TableValuedAlias = table.render_derived(name=name, with_types=True)
+
+    def values(self, rows: Sequence[Sequence[Any]]) -> dict[str, str]:
+        """The statement's parameter for `rows` (each in the columns' order)."""
+        names = self.names
+        document = [dict(zip(names, row, strict=True)) for row in rows]
+        return {self.parameter: json.dumps(document, default=str, ensure_ascii=False)}

@@ -10,6 +10,7 @@ finishes after its lease was taken over (a zombie) changes nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -22,10 +23,12 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Integer,
+    Interval,
     String,
     Text,
     Uuid,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -37,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, PendingRollbackError
 
-from eventrelay.models.base import LIVE, new_id, utcnow
+from eventrelay.models.base import LIVE, UTCDateTime, new_id, utcnow
 from eventrelay.models.counters import Deltas, add_to_counters
 from eventrelay.models.delivery import (
     ATTEMPTS,
@@ -46,7 +49,7 @@ from eventrelay.models.delivery import (
     DeliveryStatus,
     Lane,
 )
-from eventrelay.models.sql import batch_rows, pick_locked
+from eventrelay.models.sql import BatchRows, pick_locked, pick_locked_in
 
 log = logging.getLogger("eventrelay.worker")
 
@@ -142,13 +145,15 @@ def _claim(
 ) -> list[Claimed]:
     if top_up <= 0 and not ids:
         return []
-    wanted = _named_and_due(conn, vendor, ids) if ids else None
+    if not ids:  # the pump's claim: a statement built once, run with this claim's values
+        params = _lane_claim_values(conn, vendor, lane, top_up, lease_seconds)
+        rows = conn.execute(_lane_claim(conn.dialect.name), params).all()
+        return [_claimed(r) for r in rows]
+    wanted = _named_and_due(conn, vendor, ids)
     if top_up > 0:
-        more = _due_in_lane(conn, vendor, lane, top_up)
-        wanted = more if wanted is None else or_(wanted, more)
-    assert wanted is not None
-    rows = conn.execute(_take(conn, wanted, lease_seconds)).all()
-    return [_claimed(r) for r in rows]
+        wanted = or_(wanted, _due_in_lane(conn.dialect.name, vendor, lane, top_up, db_now(conn)))
+    take = _take(wanted, lease_expiry(conn, lease_seconds), utcnow())
+    return [_claimed(r) for r in conn.execute(take).all()]
 
 
 def _named_and_due(conn: Connection, vendor: str, ids: Sequence[uuid.UUID]) -> ColumnElement[bool]:
@@ -163,10 +168,11 @@ def _named_and_due(conn: Connection, vendor: str, ids: Sequence[uuid.UUID]) -> C
     )
 
 
-def _due_in_lane(conn: Connection, vendor: str, lane: Lane, limit: int) -> ColumnElement[bool]:
+def _due_in_lane(dialect: str, vendor: Any, lane: Any, limit: Any, now: Any) -> ColumnElement[bool]:
     """Up to `limit` other due rows of the vendor's lane, longest due first, skipping rows
-    another worker is claiming. Due by the database's clock: a worker whose clock is behind
-    would otherwise leave due rows to the scheduler's orphan sweep."""
+    another worker is claiming. Due by the database's clock (`now`): a worker whose clock is
+    behind would otherwise leave due rows to the scheduler's orphan sweep. Each argument is a
+    value or a bind parameter (`_lane_claim`)."""
     due = (
         select(DELIVERIES.c.id)
         .where(
@@ -174,7 +180,7 @@ def _due_in_lane(conn: Connection, vendor: str, lane: Lane, limit: int) -> Colum
             DELIVERIES.c.vendor == vendor,
             DELIVERIES.c.status == DeliveryStatus.PENDING,
             DELIVERIES.c.lane == lane,
-            DELIVERIES.c.next_attempt_at <= db_now(conn),
+            DELIVERIES.c.next_attempt_at <= now,
         )
         .order_by(DELIVERIES.c.next_attempt_at)
         .limit(limit)
@@ -184,13 +190,56 @@ def _due_in_lane(conn: Connection, vendor: str, lane: Lane, limit: int) -> Colum
     # this statement holds), so repeating them changes no result; it only gives the planner a
     # second way in, and with statistics older than a backlog (a burst before autovacuum's
     # ANALYZE) it takes that way and walks every pending row of the vendor for each claim.
-    picked: ColumnElement[bool] = DELIVERIES.c.id.in_(pick_locked(conn, due))
-    if conn.dialect.name != "postgresql":
+    picked: ColumnElement[bool] = DELIVERIES.c.id.in_(pick_locked_in(dialect, due))
+    if dialect != "postgresql":
         picked = and_(picked, DELIVERIES.c.status == DeliveryStatus.PENDING)  # no locks: re-check
     return picked
 
 
-def _take(conn: Connection, wanted: ColumnElement[bool], lease_seconds: float) -> Any:
+@functools.cache
+def _lane_claim(dialect: str) -> Any:
+    """The pump's claim for `dialect`, built once with bind parameters (`_lane_claim_values`).
+
+    Building a statement this size and computing its cache key cost more client CPU than the
+    rest of a claim together; a statement object built once is neither built nor keyed again,
+    and its compiled form is SQLAlchemy's cached one. Times are the database's on PostgreSQL
+    (now() and a lease interval), the caller's on SQLite (one host, one clock).
+    """
+    if dialect == "postgresql":
+        now: Any = func.now()
+        lease_end: Any = func.now() + bindparam("claim_lease", type_=Interval())
+    else:
+        now = bindparam("claim_now", type_=UTCDateTime())
+        lease_end = bindparam("claim_lease_end", type_=UTCDateTime())
+    # Names unlike the columns': an UPDATE keeps a column's own name for its SET value.
+    wanted = _due_in_lane(
+        dialect,
+        bindparam("claim_vendor"),
+        bindparam("claim_lane"),
+        bindparam("claim_limit", type_=Integer()),
+        now,
+    )
+    return _take(wanted, lease_end, bindparam("claimed_at", type_=UTCDateTime()))
+
+
+def _lane_claim_values(
+    conn: Connection, vendor: str, lane: Lane, limit: int, lease_seconds: float
+) -> dict[str, Any]:
+    now = utcnow()
+    values: dict[str, Any] = {
+        "claim_vendor": vendor,
+        "claim_lane": lane,
+        "claim_limit": limit,
+        "claimed_at": now,
+    }
+    if conn.dialect.name == "postgresql":
+        values["claim_lease"] = timedelta(seconds=lease_seconds)
+    else:
+        values.update(claim_now=now, claim_lease_end=now + timedelta(seconds=lease_seconds))
+    return values
+
+
+def _take(wanted: ColumnElement[bool], lease_end: Any, updated_at: Any) -> Any:
     """The claim itself: `wanted` rows become delivering under a lease, attempt spent."""
     return (
         update(DELIVERIES)
@@ -199,8 +248,8 @@ def _take(conn: Connection, wanted: ColumnElement[bool], lease_seconds: float) -
         .values(
             status=DeliveryStatus.DELIVERING,
             attempts=DELIVERIES.c.attempts + 1,
-            lease_expires_at=lease_expiry(conn, lease_seconds),
-            updated_at=utcnow(),
+            lease_expires_at=lease_end,
+            updated_at=updated_at,
         )
         .returning(
             DELIVERIES.c.id,
@@ -380,22 +429,9 @@ def _finish_delivered(
     """Mark delivered what is still ours (id and attempt match); the ids that were. One
     statement for the whole batch: the common case must stay cheap."""
     if conn.dialect.name == "postgresql":
-        done = batch_rows(
-            "done",
-            (("id", Uuid()), ("attempts", Integer()), ("status_code", Integer())),
-            [(o.claimed.id, o.claimed.attempt, o.status_code) for o in outcomes],
-        )
-        rows = conn.execute(
-            update(DELIVERIES)
-            .where(
-                DELIVERIES.c.id == done.c.id,
-                DELIVERIES.c.attempts == done.c.attempts,
-                IS_LIVE,
-                DELIVERIES.c.status == DeliveryStatus.DELIVERING,
-            )
-            .values(_delivered_values(now, done.c.status_code))
-            .returning(DELIVERIES.c.id)
-        ).all()
+        statement, done = _delivered_statement()
+        values = done.values([(o.claimed.id, o.claimed.attempt, o.status_code) for o in outcomes])
+        rows = conn.execute(statement, {**values, "finished_now": now}).all()
         return {r.id for r in rows}
     by_status: dict[int | None, list[Outcome]] = {}
     for o in outcomes:
@@ -418,7 +454,30 @@ def _finish_delivered(
     return won
 
 
-def _delivered_values(now: datetime, status_code: Any) -> dict[str, Any]:
+@functools.cache
+def _delivered_statement() -> tuple[Any, BatchRows]:
+    """PostgreSQL: the compare-and-set of a batch of delivered outcomes, built once (see
+    BatchRows); run with the batch's rows and `finished_now`."""
+    done = BatchRows("done", (("id", Uuid()), ("attempts", Integer()), ("status_code", Integer())))
+    statement = (
+        update(DELIVERIES)
+        .where(
+            DELIVERIES.c.id == done.table.c.id,
+            DELIVERIES.c.attempts == done.table.c.attempts,
+            IS_LIVE,
+            DELIVERIES.c.status == DeliveryStatus.DELIVERING,
+        )
+        .values(
+            _delivered_values(
+                bindparam("finished_now", type_=UTCDateTime()), done.table.c.status_code
+            )
+        )
+        .returning(DELIVERIES.c.id)
+    )
+    return statement, done
+
+
+def _delivered_values(now: Any, status_code: Any) -> dict[str, Any]:
     return {
         # Moves the row into history: on PostgreSQL, into the partition of `now`.
         "archived_at": now,
@@ -512,11 +571,15 @@ def _insert_attempts(conn: Connection, history: Sequence[Outcome], now: datetime
     if conn.dialect.name != "postgresql":
         conn.execute(insert(ATTEMPTS), rows)
         return
-    names = [name for name, _ in _ATTEMPT_COLUMNS]
-    attempts = batch_rows(
-        "attempt", _ATTEMPT_COLUMNS, [[row[name] for name in names] for row in rows]
-    )
-    conn.execute(insert(ATTEMPTS).from_select(names, select(*attempts.c)))
+    statement, attempts = _attempts_statement()
+    conn.execute(statement, attempts.values([[row[n] for n in attempts.names] for row in rows]))
+
+
+@functools.cache
+def _attempts_statement() -> tuple[Any, BatchRows]:
+    """PostgreSQL: the insert of a batch of attempt rows, built once (see BatchRows)."""
+    attempts = BatchRows("attempt", _ATTEMPT_COLUMNS)
+    return insert(ATTEMPTS).from_select(attempts.names, select(*attempts.table.c)), attempts
 
 
 def _attempt_row(o: Outcome, now: datetime) -> dict[str, Any]:
