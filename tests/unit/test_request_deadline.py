@@ -116,7 +116,7 @@ def test_a_forked_child_has_a_watchdog_of_its_own() -> None:
     from eventrelay.worker.vendors import deadline
 
     # The parent's watchdog is running, and a sender thread holds its lock as the fork happens.
-    with deadline.watch(5.0), deadline._watchdog._cond:
+    with deadline.watch(5.0), deadline._watchdog._start_lock:
         pid = os.fork()
         if pid == 0:  # the child: the parent's thread did not come along
             cut = []

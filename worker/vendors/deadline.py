@@ -14,8 +14,6 @@ noted by the connection classes below (the pool picks it, so nothing else can kn
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import os
 import socket
 import threading
@@ -27,8 +25,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-# A request whose connection has no socket yet (still connecting) is looked at again this soon.
-RECHECK_SECONDS = 0.05
+# How often the watchdog looks for requests past their deadline: how late a cut may come.
+SCAN_SECONDS = 0.05
 
 _current = threading.local()
 
@@ -66,39 +64,45 @@ class Deadline:
 
 
 class _Watchdog:
+    """Cuts the requests that outlive their deadline: each sender thread notes the deadline of
+    the request it makes (a dict entry per thread, set and cleared without a lock), and one
+    thread looks at them every SCAN_SECONDS.
+
+    Not a heap of deadlines with a timed wait for the earliest: every request pushed one under
+    a lock every sender shares, and once the first deadlines came due, the watchdog woke for
+    each request made 30 s before, finished long ago (a thread switch per delivery)."""
+
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Deadline]] = []
-        self._order = itertools.count()
+        self._requests: dict[int, Deadline] = {}  # sender thread's ident -> its request's
+        self._start_lock = threading.Lock()
         self._started = False
 
     def arm(self, seconds: float) -> Deadline:
         deadline = Deadline(time.monotonic() + seconds)
-        with self._cond:
-            if not self._started:
-                self._started = True
-                threading.Thread(target=self._run, name="eventrelay-deadline", daemon=True).start()
-            heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
-            if self._heap[0][2] is deadline:
-                self._cond.notify()
+        if not self._started:
+            with self._start_lock:
+                if not self._started:
+                    threading.Thread(
+                        target=self._run, name="eventrelay-deadline", daemon=True
+                    ).start()
+                    self._started = True
+        self._requests[threading.get_ident()] = deadline
         return deadline
+
+    def disarm(self, deadline: Deadline) -> None:
+        ident = threading.get_ident()
+        if self._requests.get(ident) is deadline:
+            del self._requests[ident]
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                at, _, deadline = self._heap[0]
-                wait = at - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                heapq.heappop(self._heap)
-            if not deadline.cut():
-                with self._cond:
-                    again = time.monotonic() + RECHECK_SECONDS
-                    heapq.heappush(self._heap, (again, next(self._order), deadline))
+            time.sleep(SCAN_SECONDS)
+            now = time.monotonic()
+            # Entries are removed only by their own thread (`disarm`); a request whose
+            # connection has no socket yet (still connecting) is cut at a later look.
+            for deadline in list(self._requests.values()):
+                if deadline.at <= now and not deadline.fired:
+                    deadline.cut()
 
 
 _watchdog = _Watchdog()
@@ -116,13 +120,15 @@ os.register_at_fork(after_in_child=_forget_parents_watchdog)
 @contextlib.contextmanager
 def watch(seconds: float) -> Iterator[Deadline]:
     """Cut the request this thread makes inside the block once `seconds` have passed."""
-    deadline = _watchdog.arm(seconds)
+    watchdog = _watchdog
+    deadline = watchdog.arm(seconds)
     _current.deadline = deadline
     try:
         yield deadline
     finally:
         _current.deadline = None
         deadline.finish()
+        watchdog.disarm(deadline)
 
 
 def _note(conn: Any) -> None:

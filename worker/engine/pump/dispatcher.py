@@ -385,8 +385,9 @@ class Dispatcher:
         handed: set[uuid.UUID] = set()  # rows with an outcome, or in a request of their own
         try:
             vendor = get_vendor(send.vendor)
-            with self.cond:
-                dirty = self.state(send.vendor).dirty
+            # Read without the lock every sender shares: a flag another request sets just now
+            # is seen by the next request, and a success reported once more changes nothing.
+            dirty = self._vendors[send.vendor].dirty
             sent = send_group(vendor, send.rows, self.settings, self.redis_url, health_dirty=dirty)
             self._give(sent.outcomes)
             handed.update(o.claimed.id for o in sent.outcomes)
