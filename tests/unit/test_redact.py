@@ -125,3 +125,54 @@ def test_the_attempt_line_is_exact_and_its_reason_masked_once_in_plain_lines() -
         f"WARNING delivery {claimed.id} vendor=vtcdn op=send_event attempt=2 outcome=retry "
         "status=503 duration_ms=9 reason='a***@b.io'",
     ]
+
+
+def test_a_batch_of_attempt_lines_is_written_at_once_and_reads_as_before() -> None:
+    import io
+    import logging
+    import uuid
+    from datetime import UTC, datetime
+
+    from eventrelay.models.delivery import AttemptOutcome, Lane
+    from eventrelay.worker.engine.state import Claimed, Outcome
+    from eventrelay.worker.logs import BatchingStreamHandler, RedactingFormatter, batched_writes
+
+    class CountedWrites(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            self.writes += 1
+            return super().write(text)
+
+    stream = CountedWrites()
+    handler = BatchingStreamHandler(stream)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(message)s"))
+    root = logging.getLogger("eventrelay")
+    saved = root.handlers[:], root.level
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    try:
+        claimed = [
+            Claimed(
+                uuid.uuid4(), "vtcdn", "send_event", {}, 1, datetime.now(UTC), 0, None, Lane.FRESH
+            )
+            for _ in range(50)
+        ]
+        from eventrelay.worker.logs import log_attempt
+
+        with batched_writes():
+            for c in claimed:
+                log_attempt(Outcome(c, AttemptOutcome.DELIVERED, status_code=200, duration_ms=3))
+            assert stream.getvalue() == ""  # held until the batch ends
+        logging.getLogger("eventrelay.worker").info("after the batch")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    lines = stream.getvalue().splitlines()
+    assert stream.writes == 2  # the batch's 50 lines, then the next line on its own
+    assert lines[:50] == [
+        f"INFO delivery {c.id} vendor=vtcdn op=send_event attempt=1 outcome=delivered "
+        "status=200 duration_ms=3"
+        for c in claimed
+    ]
+    assert lines[50] == "INFO after the batch"

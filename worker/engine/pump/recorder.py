@@ -28,7 +28,7 @@ from eventrelay.worker.config import get_settings
 from eventrelay.worker.engine import retention
 from eventrelay.worker.engine.pump.claim import Ledger
 from eventrelay.worker.engine.state import Outcome, Recorded, record
-from eventrelay.worker.logs import log_attempt
+from eventrelay.worker.logs import batched_writes, log_attempt
 from eventrelay.worker.vendors import get_vendor
 
 log = logging.getLogger("eventrelay.worker")
@@ -154,15 +154,16 @@ def _is_followed(o: Outcome) -> bool:
 
 
 def log_recorded(result: Recorded) -> None:
-    for o in result.applied:
-        if o.kind is not None:
-            log_attempt(o)
-    for o in result.zombies:
-        log.warning(
-            "delivery %s: lease was taken over by another worker; attempt %d result discarded",
-            o.claimed.id,
-            o.claimed.attempt,
-        )
+    with batched_writes():  # a batch's lines in one write
+        for o in result.applied:
+            if o.kind is not None:
+                log_attempt(o)
+        for o in result.zombies:
+            log.warning(
+                "delivery %s: lease was taken over by another worker; attempt %d result discarded",
+                o.claimed.id,
+                o.claimed.attempt,
+            )
 
 
 class Inbox:
