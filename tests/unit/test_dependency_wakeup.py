@@ -137,7 +137,32 @@ def test_the_sweep_wakes_a_stranded_wait_once(engine: Engine) -> None:
         assert wake_stranded_dependents(conn, ["botsi"]) == 0
 
 
-def test_only_dependency_waits_whose_dependency_is_delivered_are_woken(engine: Engine) -> None:
+def test_an_event_waiting_for_a_profile_that_went_dead_is_dead_lettered_within_a_tick(
+    engine: Engine,
+) -> None:
+    # The profile's record wakes only on delivery: dead, its events sat out the 30 s wait.
+    profile = _add(engine, "create_profile")
+    event = _add(engine, "send_event", depends_on=profile)
+    outcomes = _wait_for_dependency(engine, _claim_one(engine, event))
+    with engine.begin() as conn:
+        record(conn, outcomes)
+        conn.execute(
+            update(D)
+            .where(D.c.id == profile)
+            .values(status=DeliveryStatus.DEAD, reason="HTTP 400", finished_at=utcnow())
+        )
+    with engine.begin() as conn:
+        assert wake_stranded_dependents(conn, ["botsi"]) == 1
+    assert _row(engine, event).next_attempt_at <= utcnow()
+    claimed = _claim_one(engine, event)
+    with engine.begin() as conn:
+        deps = dependency_states(conn, [profile])
+    dead: list[Outcome] = []
+    assert apply_dependencies([claimed], deps, dead) == []
+    assert dead[0].kind is AttemptOutcome.DEAD and "is dead" in (dead[0].reason or "")
+
+
+def test_only_dependency_waits_whose_dependency_is_finished_are_woken(engine: Engine) -> None:
     # Still waiting for a profile that is not delivered: keeps waiting.
     pending_profile = _add(engine, "create_profile")
     waits = _add(engine, "send_event", depends_on=pending_profile)

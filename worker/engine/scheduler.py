@@ -140,13 +140,15 @@ def dispatch_due(
 
 
 def wake_stranded_dependents(conn: Connection, vendors: list[str]) -> int:
-    """Make due now the deliveries still waiting for a dependency that is already delivered.
+    """Make due now the deliveries still waiting for a dependency that is already delivered,
+    or dead (their next claim dead-letters them, naming it).
 
     A worker that finds an event's profile not yet delivered releases the event for
     DEPENDENCY_WAIT_SECONDS, and the profile's own record wakes it. When the profile's record
     commits between that check and the event's release (another process, or the recorder's
     next batch), the wake finds nothing to wake and the event would sit out the whole fallback
-    wait (30 s). This takes them back within a tick;
+    wait (30 s); a profile dead-lettered wakes nobody, and its events sat out that wait too
+    before they were dead-lettered. This takes them back within a tick;
     returns how many. Only dependency waits, never a retry's backoff.
     """
     if not vendors:
@@ -164,7 +166,7 @@ def wake_stranded_dependents(conn: Connection, vendors: list[str]) -> int:
             D.c.reason.like(DEPENDENCY_WAIT_REASON),
             exists().where(
                 dependency.c.id == D.c.depends_on,
-                dependency.c.status == DeliveryStatus.DELIVERED,
+                dependency.c.status.in_((DeliveryStatus.DELIVERED, DeliveryStatus.DEAD)),
             ),
         )
         .limit(STRANDED_LIMIT_PER_TICK)
