@@ -222,8 +222,10 @@ def pipeline(database_url: str, mock_vendors: Any, logs_dir: Path) -> Iterator[d
     worker = start_worker(env, logs_dir / "worker.log")
     scheduler = start_scheduler(env, logs_dir / "scheduler.log")
     yield {"worker": worker, "scheduler": scheduler}
-    scheduler.stop()
-    worker.stop()
+    # Killed, not stopped: the module's checks are done, and a warm stop only waits (2 s a
+    # worker; tests/integration/test_shutdown.py tests it).
+    scheduler.kill()
+    worker.kill()
 
 
 @pytest.fixture

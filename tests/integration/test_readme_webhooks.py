@@ -79,6 +79,6 @@ def test_the_readme_webhook_example_is_delivered_and_verified(
         wait_status(receipt.delivery_id, "delivered")
         assert receiver["seen"] == {str(receipt.delivery_id)}
     finally:
-        worker.stop()
+        worker.kill()
         monkeypatch.undo()
         refresh_vendors()

@@ -37,8 +37,8 @@ def short_visibility_worker(
     )
     scheduler = start_scheduler(env, logs_dir / "vis-scheduler.log")
     yield {"worker": worker, "scheduler": scheduler}
-    scheduler.stop()
-    worker.stop()
+    scheduler.kill()  # the test's checks are done: a warm stop only waits
+    worker.kill()
 
 
 def test_a_retry_delay_longer_than_the_visibility_timeout_does_not_send_twice(
@@ -274,7 +274,7 @@ def test_fresh_events_are_not_stuck_behind_a_large_replay(
         for r in replayed:
             wait_status(r.delivery_id, "delivered", timeout=60)
     finally:
-        worker.stop()
+        worker.kill()
 
 
 @pytest.mark.usefixtures("clean")
@@ -304,5 +304,5 @@ def test_a_failing_scheduler_chore_is_logged_and_retries_still_go_out(
         assert "scheduler chore 'recover expired leases' failed" in log
         assert "Traceback" in log and "RuntimeError: injected" in log
     finally:
-        scheduler.stop()
-        worker.stop()
+        scheduler.kill()
+        worker.kill()

@@ -144,9 +144,9 @@ def _rolling_restart(
         emails = load.join()
         _assert_cost_nothing(mock_vendors, emails, stopped)
     finally:
-        scheduler.stop()
-        stays.stop()
-        stopped.stop()
+        scheduler.kill()
+        stays.kill()
+        stopped.kill()
 
 
 def _wait_in_flight(proc: Proc | None = None) -> None:
@@ -220,8 +220,8 @@ def test_a_child_sent_sigterm_alone_drains_before_it_exits_and_is_replaced(
         assert worker.popen.poll() is None  # the worker lives on...
         assert len(_children(worker.popen.pid)) == 1  # ...with a new child
     finally:
-        scheduler.stop()
-        worker.stop()
+        scheduler.kill()
+        worker.kill()
 
 
 def _gone(pid: int) -> bool:
@@ -269,8 +269,8 @@ def test_autoscale_shrinking_the_pool_drains_the_child_it_stops(
         assert _count(Attempt.outcome == "lost", table=Attempt) == 0
         assert "WorkerLostError" not in worker.output() and worker.popen.poll() is None
     finally:
-        scheduler.stop()
-        worker.stop()
+        scheduler.kill()
+        worker.kill()
 
 
 def _after_shrink(worker: Proc) -> str:

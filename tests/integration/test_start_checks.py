@@ -126,4 +126,4 @@ def test_a_missing_vendor_secret_is_named_at_start_and_holds_only_that_vendor(
         assert str(row.status) == "pending" and "INFOBIP_API_KEY" in (row.reason or "")
         assert row.attempts - row.window_base_attempts == 0  # waiting spends nothing
     finally:
-        worker.stop()
+        worker.kill()

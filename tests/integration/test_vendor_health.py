@@ -118,4 +118,4 @@ def test_a_wrong_gravityfield_token_parks_the_vendor_and_its_job_waits_not_dead(
         assert row.attempts - row.window_base_attempts == 0
         assert [r["status"] for r in mock_vendors.received("gravityfield")] == [403]
     finally:
-        worker.stop()
+        worker.kill()

@@ -64,8 +64,8 @@ def fleet(
     worker = start_worker(env, logs_dir / "webhook-worker.log", name="webhooks")
     scheduler = start_scheduler(env, logs_dir / "webhook-scheduler.log")
     yield {"worker": worker, "scheduler": scheduler}
-    scheduler.stop()
-    worker.stop()
+    scheduler.kill()  # the module's checks are done: a warm stop only waits
+    worker.kill()
 
 
 @pytest.fixture(autouse=True)
