@@ -4,6 +4,8 @@ a scheduler as real processes."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import glob
 import json
 import os
@@ -34,7 +36,9 @@ def _as_postgres(args: list[str]) -> list[str]:
 
 
 class PrivatePostgres:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, template: Path | None = None) -> None:
+        """A server of its own in `root`: a copy of `template`'s data folder if given (a
+        stopped server's), else a new one from initdb."""
         if PG_BIN is None:
             raise RuntimeError("PostgreSQL server binaries not found under /usr/lib/postgresql")
         self.port = free_port()
@@ -46,6 +50,15 @@ class PrivatePostgres:
         if os.geteuid() == 0:
             shutil.chown(root, "postgres")
             shutil.chown(self.sock, "postgres")
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        if template is not None:
+            # as the server's user, which must own its data folder (cp -a keeps the 0700 mode)
+            subprocess.run(
+                _as_postgres(["cp", "-a", str(template), str(self.data)]),
+                check=True,
+                capture_output=True,
+            )
+            return
         subprocess.run(
             _as_postgres(
                 [
@@ -63,7 +76,6 @@ class PrivatePostgres:
             check=True,
             capture_output=True,
         )
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
@@ -96,6 +108,31 @@ class PrivatePostgres:
         self.start()
 
 
+@functools.cache
+def migrated_data_folder() -> Path:
+    """A PostgreSQL data folder made by initdb and migrated, once per session: each scenario's
+    server starts from a copy of it (initdb and `eventrelay migrate` took 2 s a scenario)."""
+    root = Path(tempfile.mkdtemp(prefix="eventrelay-faults-template-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    pg = PrivatePostgres(root)
+    pg.start()
+    try:
+        migrate(pg.url)
+    finally:
+        pg.stop()
+    return pg.data
+
+
+def migrate(url: str) -> None:
+    """The schema, through the real CLI."""
+    subprocess.run(
+        [sys.executable, "-m", "eventrelay", "migrate"],
+        env={**os.environ, **vendor_env(), "EVENTRELAY_DATABASE_URL": url},
+        check=True,
+        capture_output=True,
+    )
+
+
 class PrivateRedis:
     def __init__(self, root: Path) -> None:
         self.port = free_port()
@@ -123,7 +160,7 @@ class Cluster:
     def __init__(self, mock: Any, **env_overrides: str) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="eventrelay-faults-"))
         os.chmod(self.root, 0o777)
-        self.pg = PrivatePostgres(self.root)
+        self.pg = PrivatePostgres(self.root, migrated_data_folder())
         self.pg.start()
         self.redis = PrivateRedis(self.root)
         self.redis.start()
@@ -143,21 +180,25 @@ class Cluster:
             "INFOBIP_RATE_LIMIT": "250",
             **env_overrides,
         }
-        self.procs: list[Proc] = []
+        self.procs: list[Process] = []
         self.engine = create_engine(self.pg.url, pool_pre_ping=True)
-        subprocess.run(
-            [sys.executable, "-m", "eventrelay", "migrate"],
-            env=self.env,
-            check=True,
-            capture_output=True,
-        )
 
-    def worker(self, name: str, concurrency: int = 2) -> Proc:
-        proc = start_worker(
-            self.env, self.root / f"worker-{name}.log", concurrency=concurrency, name=name
-        )
-        self.procs.append(proc)
-        return proc
+    def worker(self, name: str, concurrency: int = 2) -> Process:
+        return self.workers(name, concurrency=concurrency)[0]
+
+    def workers(self, *names: str, concurrency: int = 2) -> list[Process]:
+        """Workers started side by side, returned once each says it is ready (a start is
+        mostly imports: two at once take little longer than one)."""
+        procs = [
+            start_worker(
+                self.env, self.root / f"worker-{n}.log", concurrency, name=n, wait=False
+            )
+            for n in names
+        ]
+        self.procs += procs
+        for name, proc in zip(names, procs, strict=True):
+            proc.wait_for_output("ready.", 60, f"worker {name}")
+        return procs
 
     def scheduler(self) -> Proc:
         proc = Proc(
@@ -208,8 +249,11 @@ class Cluster:
         wait_for(settled, timeout, interval=0.5, what="every delivery to settle")
 
     def close(self) -> None:
+        # The scenario's end state has been checked and nothing of this fleet is kept (its
+        # PostgreSQL and Redis go next): a warm stop would only wait (it has tests of its own,
+        # tests/integration/test_shutdown.py).
         for proc in reversed(self.procs):
-            proc.stop()
+            proc.kill()
         self.engine.dispose()
         self.redis.kill()
         self.pg.stop("immediate")

@@ -191,8 +191,7 @@ def delivered_count(cluster: Cluster) -> int:
 def test_kill_9_one_of_two_workers_during_a_storm(cluster: Cluster, mock: Any) -> None:
     mock.set_faults("gravityfield", latency_ms=20)
     mock.set_faults("vtcdn", latency_ms=20)
-    victim = cluster.worker("victim")
-    cluster.worker("survivor")
+    victim, _ = cluster.workers("victim", "survivor")
     cluster.scheduler()
     receipts = cluster.produce(mixed_jobs(STORM_JOBS, "kill"))
     wait_for(lambda: delivered_count(cluster) >= STORM_JOBS // 4, 120, what="a quarter delivered")
@@ -221,8 +220,7 @@ def test_kill_9_one_of_two_workers_during_a_storm(cluster: Cluster, mock: Any) -
 def test_broker_lost_mid_run(cluster: Cluster, mock: Any, how: str) -> None:
     mock.set_faults("vtcdn", latency_ms=10)
     mock.set_faults("infobip", latency_ms=10)
-    cluster.worker("a")
-    cluster.worker("b")
+    cluster.workers("a", "b")
     cluster.scheduler()
     n = max(400, STORM_JOBS // 4)
     receipts = cluster.produce(mixed_jobs(n, f"broker-{how}"))
@@ -250,8 +248,7 @@ def test_broker_lost_mid_run(cluster: Cluster, mock: Any, how: str) -> None:
 
 def test_postgres_restart_mid_run(cluster: Cluster, mock: Any) -> None:
     mock.set_faults("gravityfield", latency_ms=10)
-    cluster.worker("a")
-    cluster.worker("b")
+    cluster.workers("a", "b")
     cluster.scheduler()
     n = max(400, STORM_JOBS // 4)
     receipts = cluster.produce(mixed_jobs(n, "pg"))
@@ -276,8 +273,7 @@ def test_vendors_answering_500s_429s_and_too_slowly(cluster: Cluster, mock: Any)
     mock.set_faults("gravityfield", error_rate=0.3)
     mock.set_faults("vtcdn", retry_after=2, retry_after_count=20)
     mock.set_faults("infobip", hang_seconds=2.0)  # slower than the 1.5 s read timeout
-    cluster.worker("a")
-    cluster.worker("b")
+    cluster.workers("a", "b")
     cluster.scheduler()
     n = max(400, STORM_JOBS // 4)
     receipts = cluster.produce(mixed_jobs(n, "flaky"))
@@ -305,8 +301,7 @@ def test_vendors_answering_500s_429s_and_too_slowly(cluster: Cluster, mock: Any)
 
 
 def test_one_vendor_hanging_does_not_hold_up_the_others(cluster: Cluster, mock: Any) -> None:
-    cluster.worker("a")
-    cluster.worker("b")
+    cluster.workers("a", "b")
     cluster.scheduler()
     n = max(400, STORM_JOBS // 4)
     others = [j for j in mixed_jobs(n, "base") if j["vendor"] != "infobip"]
@@ -481,8 +476,7 @@ def test_vendor_recovers_while_its_circuit_is_open_and_work_waits_on_a_dependenc
 ) -> None:
     """The half-open probe may be an event that must wait for its profile: it is given back
     and the next row probes, so Botsi is used again once it recovers."""
-    cluster.worker("a")
-    cluster.worker("b")
+    cluster.workers("a", "b")
     cluster.scheduler()
     users = [f"recover-u{i}" for i in range(6)]
     mock.set_faults("botsi", fail_next=[500] * 6)
@@ -520,8 +514,7 @@ def test_a_poison_answer_under_load_fails_alone(cluster: Cluster, mock: Any) -> 
     bad outcome is recorded with a readable reason, and nothing else is sent twice."""
     mock.set_faults("vtcdn", latency_ms=100)
     mock.set_faults("gravityfield", latency_ms=100)
-    cluster.worker("a")
-    cluster.worker("b")
+    cluster.workers("a", "b")
     cluster.scheduler()
     load = [j for j in mixed_jobs(max(400, STORM_JOBS // 4), "poison") if j["vendor"] != "botsi"]
     half = len(load) // 2
