@@ -10,8 +10,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_smoke(module: str, out: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """`python -m <module> --smoke --out <out>`; fails the test with its output if it fails."""
+def run_smoke(
+    module: str, out: Path, timeout: float, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m <module> --smoke --out <out> <args>`; fails the test with its output if it
+    fails."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -21,7 +24,7 @@ def run_smoke(module: str, out: Path, timeout: float) -> subprocess.CompletedPro
     }
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     result = subprocess.run(
-        [sys.executable, "-m", module, "--smoke", "--out", str(out)],
+        [sys.executable, "-m", module, "--smoke", "--out", str(out), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
