@@ -4,9 +4,10 @@
     python -m tests.benchmarks.console --rows 200000    # another size
     python -m tests.benchmarks.console --smoke --out DIR  # 20k rows, what CI runs
 
-Seeds its own database (`eventrelay_console_bench`, Redis DB 5) the way tests/benchmarks/
-history.py does (delivered deliveries over ten days with one attempt each, 3,000 dead letters,
-2,000 pending retries), then times each page through Django's test client and Flask's (the whole
+Seeds its own database (`eventrelay_console_bench`, Redis DB 5; EVENTRELAY_BENCH_CONSOLE_DB_NAME
+and EVENTRELAY_BENCH_CONSOLE_REDIS_DB change them) the way tests/benchmarks/history.py does
+(delivered deliveries over ten days with one attempt each, 3,000 dead letters, 2,000 pending
+retries), then times each page through Django's test client and Flask's (the whole
 request: queries, template, response), medians and the slowest of `--reps` after warm-up.
 Writes console.md into `--out` (docs/).
 """
@@ -24,9 +25,9 @@ from typing import Any
 from tests.benchmarks import history
 
 ROOT = Path(__file__).resolve().parents[2]
-DB_NAME = "eventrelay_console_bench"
+DB_NAME = os.environ.get("EVENTRELAY_BENCH_CONSOLE_DB_NAME", "eventrelay_console_bench")
 DB_URL = history.PG_ADMIN.rsplit("/", 1)[0] + "/" + DB_NAME
-REDIS_URL = "redis://127.0.0.1:6379/5"
+REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('EVENTRELAY_BENCH_CONSOLE_REDIS_DB', '5')}"
 ENV = {
     **history.ENV,
     "EVENTRELAY_DATABASE_URL": DB_URL,

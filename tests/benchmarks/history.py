@@ -5,7 +5,8 @@ finished deliveries, in one run (issue 13, item 3).
     python -m tests.benchmarks.history --rows 1000000     # another size
     python -m tests.benchmarks.history --smoke --out DIR  # 20k rows, what CI runs
 
-Phases, in one process against its own database (eventrelay_hist) and Redis DB 8; nothing is
+Phases, in one process against its own database (eventrelay_hist) and Redis DB 8
+(EVENTRELAY_BENCH_HISTORY_DB_NAME and EVENTRELAY_BENCH_HISTORY_REDIS_DB change them); nothing is
 sent anywhere (no worker runs: the claim and record are called directly, as the pump does):
 
 1. migrate; seed the live part (dead letters, pending retries waiting) with SQL; VACUUM ANALYZE;
@@ -42,9 +43,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = os.environ.get(
     "EVENTRELAY_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-DB_NAME = "eventrelay_hist"
+# Settable as bench.py's are, so two people's runs on one machine do not share them.
+DB_NAME = os.environ.get("EVENTRELAY_BENCH_HISTORY_DB_NAME", "eventrelay_hist")
 DB_URL = PG_ADMIN.rsplit("/", 1)[0] + "/" + DB_NAME
-REDIS_URL = "redis://127.0.0.1:6379/8"
+REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('EVENTRELAY_BENCH_HISTORY_REDIS_DB', '8')}"
 ENV = {
     "EVENTRELAY_DATABASE_URL": DB_URL,
     "EVENTRELAY_BROKER_URL": REDIS_URL,
