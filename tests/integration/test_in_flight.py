@@ -77,7 +77,7 @@ def worker(child_env: Any, logs_dir: Path, request: Any) -> Any:
 
     yield start
     for proc in procs:
-        proc.kill()  # the test's checks are done: a warm stop only waits
+        proc.stop()
 
 
 def test_latency_is_hidden_by_many_requests_in_flight(worker: Any, mock_vendors: Any) -> None:
