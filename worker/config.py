@@ -64,10 +64,8 @@ class Settings(BaseSettings):
     # Requests one worker process keeps in flight, shared by the vendors it serves; a vendor
     # may hold at most <VENDOR>_MAX_IN_FLIGHT of them (default 3/4). See README, "Tuning".
     max_in_flight: int = Field(default=256, ge=1, le=2000)
-    # Delivery ids per published message. A message only wakes a pump, which claims whatever is
-    # due; each costs the worker's main process its receipt and three task events, so a burst's
-    # messages carry many ids (docs/latency.md).
-    batch_size: int = Field(default=100, ge=1, le=500)
+    # Delivery ids per published message.
+    batch_size: int = Field(default=20, ge=1, le=500)
     max_payload_bytes: int = Field(default=256 * 1024, gt=0)
     idempotency_ttl_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     # A pending delivery published this long ago and still not claimed is published again

@@ -162,7 +162,7 @@ def test_a_backlog_waiting_in_the_broker_is_never_published_again(redis_client: 
         for i in range(200)
     )
     waiting = redis_client.llen("eventrelay.vtcdn")
-    assert waiting == 2  # 200 ids in messages of 100, nobody consuming yet
+    assert waiting == 10  # 200 ids in messages of 20, nobody consuming yet
     # The backlog is older than the redispatch age, and still waits in the broker.
     old = utcnow() - timedelta(seconds=get_settings().redispatch_after_seconds + 60)
     with get_engine().begin() as conn:
