@@ -76,17 +76,26 @@ class VendorState:
     gate_open_until: float = 0.0  # monotonic; the gate was open and nothing failed since
     rung_until: float = 0.0  # monotonic; the doorbell was refreshed recently
     window: int = 4  # requests it may have in flight now (slow start)
-    claimed_for: list[threading.Event] = field(default_factory=list)
+    # Offers waiting to hear what the next claim took: (the offer's number, its event).
+    claimed_for: list[tuple[int, threading.Event]] = field(default_factory=list)
     last_claimed: list[str] = field(default_factory=list)
 
     def room(self) -> int:
         return min(self.cap, self.window) - self.inflight
 
-    def wake_offers(self, ids: list[str]) -> None:
+    def wake_offers(self, ids: list[str], generation: int | None = None) -> None:
+        """Tell the waiting offers what a claim took. With `generation` (the offers counted
+        when the claim began) only the offers made before it hear: a claim already under way
+        when an offer came may not have seen the rows that offer announced, and the next claim
+        (the demand stays) tells the others."""
         self.last_claimed = ids
-        for event in self.claimed_for:
-            event.set()
-        self.claimed_for.clear()
+        still: list[tuple[int, threading.Event]] = []
+        for number, event in self.claimed_for:
+            if generation is None or number <= generation:
+                event.set()
+            else:
+                still.append((number, event))
+        self.claimed_for = still
 
 
 class Dispatcher:
@@ -129,7 +138,7 @@ class Dispatcher:
             if st.room() <= 0 or self._total >= self.max_in_flight:
                 wait_seconds = 0.0  # busy: no claim is coming soon, do not hold the message
             else:
-                st.claimed_for.append(claimed)
+                st.claimed_for.append((st.offers, claimed))
             self.cond.notify_all()
         if wait_seconds > 0 and claimed.wait(wait_seconds):
             with self.cond:
@@ -288,7 +297,7 @@ class Dispatcher:
             with self.cond:
                 st = self.state(vendor_name)
                 st.dirty = st.dirty or gate.failures > 0 or gate.probe
-                st.wake_offers([str(c.id) for c in claimed.rows])
+                st.wake_offers([str(c.id) for c in claimed.rows], generation)
             if not len(claimed):
                 if gate.probe:
                     with self.cond:
