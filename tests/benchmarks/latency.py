@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
     n = args.jobs or (300 if args.smoke else 3000)
-    seconds = 4.0 if args.smoke else 20.0
+    seconds = 2.0 if args.smoke else 20.0
     latencies = (
         tuple(int(x) for x in args.latencies.split(","))
         if args.latencies

@@ -16,9 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_benchmark_smoke_run_produces_its_table_json_and_chart(tmp_path: Path) -> None:
     # Half the smoke's backlogs (400 and 2,000 jobs): every phase still runs and gives figures.
-    result = run_smoke(
-        "tests.benchmarks.bench", tmp_path, 900, "--jobs", "200", "--drain", "1000"
-    )
+    result = run_smoke("tests.benchmarks.bench", tmp_path, 900, "--jobs", "200", "--drain", "1000")
     figures = json.loads((tmp_path / "bench.json").read_text())
     for section in (
         "ceiling",
