@@ -50,7 +50,9 @@ class Partition:
     end: datetime
 
 
-_PARTITION_NAME = re.compile(r"^(?:" + "|".join(PARTITIONED_TABLES) + r")_(?:live|p\d{8}_\d{6})$")
+_PARTITION_NAME = re.compile(
+    r"^(?:" + "|".join(PARTITIONED_TABLES) + r")_(?:live|p\d{8}_\d{6})$"
+)
 
 
 def is_partition_name(name: str | None) -> bool:

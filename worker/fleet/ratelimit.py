@@ -47,7 +47,9 @@ HEADROOM = 1.05
 LATE_TOLERANCE_SECONDS = 0.02
 
 
-def acquire(vendor: str, per_second: float, max_wait_seconds: float, redis_url: str | None) -> bool:
+def acquire(
+    vendor: str, per_second: float, max_wait_seconds: float, redis_url: str | None
+) -> bool:
     """Reserve one send slot for `vendor` and sleep until it; False if none is due within
     `max_wait_seconds`. True means: send now, you are on time for your slot.
 

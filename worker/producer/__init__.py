@@ -1,11 +1,11 @@
 """Producers: validate a job at the door, write it to the outbox, publish it.
 
-validate.py   refuse bad input before anything is stored
-storable.py   strings the database and the requests can take (no NUL, valid Unicode)
-outbox.py     the delivery rows, idempotency keys and ordering, in the caller's transaction
-publish.py    messages to the vendor queues (ids only), by task name
-broker.py     the producer never waits for Redis: short timeouts, a pause after a failure
-api.py        `enqueue` / `enqueue_many`: the three in a row
+    validate.py   refuse bad input before anything is stored
+    storable.py   strings the database and the requests can take (no NUL, valid Unicode)
+    outbox.py     the delivery rows, idempotency keys and ordering, in the caller's transaction
+    publish.py    messages to the vendor queues (ids only), by task name
+    broker.py     the producer never waits for Redis: short timeouts, a pause after a failure
+    api.py        `enqueue` / `enqueue_many`: the three in a row
 """
 
 from __future__ import annotations
