@@ -193,3 +193,33 @@ def test_a_requests_head_and_body_go_out_in_one_write_and_arrive_whole(
         head, _, body = write.partition(b"\r\n\r\n")
         assert head.startswith(b"POST /") and b"Content-Length: %d" % len(body) in head
         assert write == request and body.startswith(b'{"sec"')
+
+
+def test_the_watchdog_goes_on_cutting_after_a_look_that_failed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import types
+
+    from eventrelay.worker.vendors import deadline
+
+    watchdog = deadline._Watchdog()
+    monkeypatch.setattr(deadline, "_watchdog", watchdog)
+    real_look = watchdog._cut_late
+    failed: list[bool] = []
+
+    def fails_once() -> None:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("a look that failed")
+        real_look()
+
+    monkeypatch.setattr(watchdog, "_cut_late", fails_once)
+    cut: list[int] = []
+    conn = types.SimpleNamespace(sock=types.SimpleNamespace(shutdown=cut.append))
+    with caplog.at_level("ERROR", logger="eventrelay.worker"), deadline.watch(0.05) as mine:
+        mine.note(conn)
+        stop = time.monotonic() + 5
+        while not mine.fired and time.monotonic() < stop:
+            time.sleep(0.02)
+    assert failed and mine.fired and cut
+    assert "watchdog failed a look" in caplog.text

@@ -14,6 +14,7 @@ noted by the connection classes below (the pool picks it, so nothing else can kn
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -29,6 +30,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 SCAN_SECONDS = 0.05
 
 _current = threading.local()
+log = logging.getLogger("eventrelay.worker")
 
 
 class Deadline:
@@ -97,12 +99,18 @@ class _Watchdog:
     def _run(self) -> None:
         while True:
             time.sleep(SCAN_SECONDS)
-            now = time.monotonic()
-            # Entries are removed only by their own thread (`disarm`); a request whose
-            # connection has no socket yet (still connecting) is cut at a later look.
-            for deadline in list(self._requests.values()):
-                if deadline.at <= now and not deadline.fired:
-                    deadline.cut()
+            try:
+                self._cut_late()
+            except Exception:  # a watchdog that died would let every later request run on
+                log.exception("the request deadline watchdog failed a look; it looks again")
+
+    def _cut_late(self) -> None:
+        now = time.monotonic()
+        # Entries are removed only by their own thread (`disarm`); a request whose connection
+        # has no socket yet (still connecting) is cut at a later look.
+        for deadline in list(self._requests.values()):
+            if deadline.at <= now and not deadline.fired:
+                deadline.cut()
 
 
 _watchdog = _Watchdog()
