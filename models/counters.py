@@ -51,7 +51,7 @@ def add_to_counters(conn: Connection, deltas: Mapping[tuple[str, str], int]) -> 
         return
     if conn.dialect.name == "postgresql":  # one statement, whatever the number of totals
         statement, totals = _add_statement()
-        conn.execute(statement, totals.values([(r["vendor"], r["name"], r["value"]) for r in rows]))
+        conn.execute(statement, totals.values(rows))
         return
     stmt = dialect_insert(conn, DELIVERY_COUNTERS)
     stmt = stmt.on_conflict_do_update(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Select, Table, Text, bindparam, cast, func, select
@@ -75,8 +75,6 @@ class BatchRows:
         )
         self.table: TableValuedAlias = table.render_derived(name=name, with_types=True)
 
-    def values(self, rows: Sequence[Sequence[Any]]) -> dict[str, str]:
-        """The statement's parameter for `rows` (each in the columns' order)."""
-        names = self.names
-        document = [dict(zip(names, row, strict=True)) for row in rows]
-        return {self.parameter: json.dumps(document, default=str, ensure_ascii=False)}
+    def values(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        """The statement's parameter for `rows` (each a column name -> value mapping)."""
+        return {self.parameter: json.dumps(list(rows), default=str, ensure_ascii=False)}

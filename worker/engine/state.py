@@ -21,11 +21,8 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    DateTime,
     Integer,
     Interval,
-    String,
-    Text,
     Uuid,
     and_,
     bindparam,
@@ -430,7 +427,12 @@ def _finish_delivered(
     statement for the whole batch: the common case must stay cheap."""
     if conn.dialect.name == "postgresql":
         statement, done = _delivered_statement()
-        values = done.values([(o.claimed.id, o.claimed.attempt, o.status_code) for o in outcomes])
+        values = done.values(
+            [
+                {"id": o.claimed.id, "attempts": o.claimed.attempt, "status_code": o.status_code}
+                for o in outcomes
+            ]
+        )
         rows = conn.execute(statement, {**values, "finished_now": now}).all()
         return {r.id for r in rows}
     by_status: dict[int | None, list[Outcome]] = {}
@@ -551,34 +553,20 @@ def _release_until(o: Outcome, now: datetime) -> Any:
     return case((delivered, now), else_=until)
 
 
-# The attempt row's columns, with their types as PostgreSQL arrays (`_insert_attempts`).
-_ATTEMPT_COLUMNS: tuple[tuple[str, Any], ...] = (
-    ("id", Uuid()),
-    ("archived_at", DateTime(timezone=True)),
-    ("delivery_id", Uuid()),
-    ("number", Integer()),
-    ("outcome", String()),
-    ("started_at", DateTime(timezone=True)),
-    ("duration_ms", Integer()),
-    ("status_code", Integer()),
-    ("error_class", String()),
-    ("response_excerpt", Text()),
-)
-
-
 def _insert_attempts(conn: Connection, history: Sequence[Outcome], now: datetime) -> None:
     rows = [_attempt_row(o, now) for o in history]
     if conn.dialect.name != "postgresql":
         conn.execute(insert(ATTEMPTS), rows)
         return
     statement, attempts = _attempts_statement()
-    conn.execute(statement, attempts.values([[row[n] for n in attempts.names] for row in rows]))
+    conn.execute(statement, attempts.values(rows))
 
 
 @functools.cache
 def _attempts_statement() -> tuple[Any, BatchRows]:
-    """PostgreSQL: the insert of a batch of attempt rows, built once (see BatchRows)."""
-    attempts = BatchRows("attempt", _ATTEMPT_COLUMNS)
+    """PostgreSQL: the insert of a batch of attempt rows (`_attempt_row`: every column of the
+    table), built once (see BatchRows)."""
+    attempts = BatchRows("attempt", [(c.name, c.type) for c in ATTEMPTS.c])
     return insert(ATTEMPTS).from_select(attempts.names, select(*attempts.table.c)), attempts
 
 
